@@ -1,0 +1,55 @@
+# Two commands on a fresh machine (Python 3.11+, Java 17+, npm):
+#   make up     run the system locally (installs everything it needs first)
+#   make test   lint, type-check and run every test (installs everything it needs first)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Re-install whenever pyproject.toml changes.
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+LAYER_PYTHON_VERSION := 3.12
+LAYER_PLATFORM       := manylinux2014_aarch64
+
+.PHONY: up test lint typecheck unit integration e2e layer clean reset install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+up: $(STAMP)
+	$(BIN)/msp-billing up $(ARGS)
+
+reset: $(STAMP)
+	$(BIN)/msp-billing reset
+
+test: lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+# The billing-core layer for the Lambda platform, without Docker: binary wheels for arm64 / CPython 3.12.
+layer: $(STAMP)
+	rm -rf build/layer && mkdir -p build/layer/python
+	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > build/layer-requirements.txt
+	$(BIN)/python -m pip install --quiet --target build/layer/python \
+	  --platform $(LAYER_PLATFORM) --implementation cp --python-version $(LAYER_PYTHON_VERSION) \
+	  --only-binary=:all: -r build/layer-requirements.txt
+	cp -r src/billing_core build/layer/python/
+	find build/layer -name '__pycache__' -prune -exec rm -rf {} +
+	@echo "Layer ready in build/layer ($$(du -sh build/layer | cut -f1)); deploy with: sam deploy --guided"
+
+clean:
+	rm -rf build .mypy_cache .pytest_cache .ruff_cache

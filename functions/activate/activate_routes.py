@@ -1,0 +1,41 @@
+"""Partner API: activate the monthly billing option; read the plan's status."""
+
+from __future__ import annotations
+
+from chalice.app import Blueprint, Response
+
+from billing_core.api.http import (
+    answers_errors,
+    json_response,
+    parse_body,
+    partner_authorizer,
+    partner_identity,
+    required_header,
+)
+from billing_core.domain.errors import PaymentDeclined
+from billing_core.schemas import ActivatePlanRequest
+from billing_core.wiring import services
+
+activate_api = Blueprint(__name__)
+
+
+@activate_api.route("/plan/activation", methods=["POST"], authorizer=partner_authorizer)
+@answers_errors
+def activate_monthly_billing() -> Response:
+    request = activate_api.current_request
+    identity = partner_identity(request, billing=True)
+    idempotency_key = required_header(request, "Idempotency-Key")
+    body = parse_body(request, ActivatePlanRequest)
+    wired = services()
+    wired.idempotency.register_lambda_context(activate_api.lambda_context)
+    outcome = wired.activation.activate_monthly_billing(identity, idempotency_key, body)
+    if outcome.status == "declined":
+        raise PaymentDeclined(outcome.message or "payment declined", decline_code=outcome.decline_code or "declined")
+    return json_response(outcome, status_code=201)
+
+
+@activate_api.route("/plan", methods=["GET"], authorizer=partner_authorizer)
+@answers_errors
+def plan_status() -> Response:
+    identity = partner_identity(activate_api.current_request, billing=True)
+    return json_response(services().activation.plan_status(identity))

@@ -1,0 +1,50 @@
+"""Small helpers for the local stack's processes: prerequisites, free ports, readiness."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import Callable
+
+
+class LocalStackError(RuntimeError):
+    """A problem the user can fix (missing tool, port taken); shown without a traceback."""
+
+
+def require_tool(name: str, why: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise LocalStackError(f"`{name}` was not found on PATH; it is needed {why}.")
+    return path
+
+
+def require_free_port(port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise LocalStackError(
+                f"port {port} on 127.0.0.1 is already in use, so {what} cannot start there; "
+                f"stop whatever uses it or choose another port (see --help)."
+            ) from None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return
+        except LocalStackError:
+            raise
+        except Exception:  # noqa: S110 - not ready yet, keep polling until the deadline
+            pass
+        time.sleep(0.1)
+    raise LocalStackError(f"{what} did not become ready within {timeout_s:.0f}s")

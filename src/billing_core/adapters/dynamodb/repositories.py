@@ -1,0 +1,186 @@
+"""PlanStore and WorkspaceStore on DynamoDB via PynamoDB.
+
+Every state change is one ``TransactWriteItems``: the changed item (guarded by its version), its audit
+event and, for payments, the payment item (guarded by ``attribute_not_exists``), so a crash can never
+leave a plan without its audit trail or a payment recorded twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from billing_core.adapters.dynamodb.models import (
+    AuditItem,
+    PaymentItem,
+    PlanItem,
+    WorkspaceItem,
+    partner_pk,
+    workspace_pk,
+)
+from billing_core.domain.audit import AuditEvent
+from billing_core.domain.calendar import to_iso
+from billing_core.domain.errors import ConcurrentModification
+from billing_core.domain.payments import PaymentRecord
+from billing_core.domain.plan import Plan, PlanState
+from billing_core.domain.workspace import Workspace
+
+PLAN_SK = "PLAN"
+WORKSPACE_SK = "WORKSPACE"
+
+
+def audit_item(event: AuditEvent) -> AuditItem:
+    return AuditItem(
+        pk=partner_pk(event.partner_id),
+        sk=f"AUDIT#{to_iso(event.occurred_at)}#{uuid.uuid4().hex}",
+        partner_id=event.partner_id,
+        event_type=event.event_type,
+        actor=event.actor,
+        occurred_at=event.occurred_at,
+        details=event.details,
+    )
+
+
+def payment_item(payment: PaymentRecord) -> PaymentItem:
+    return PaymentItem(
+        pk=partner_pk(payment.partner_id),
+        sk=f"PAYMENT#{payment.purpose}#{payment.attempt:04d}",
+        partner_id=payment.partner_id,
+        purpose=payment.purpose,
+        attempt=payment.attempt,
+        amount_minor=payment.amount.amount_minor,
+        currency=payment.amount.currency,
+        provider=payment.provider,
+        provider_payment_id=payment.provider_payment_id,
+        idempotency_key=payment.idempotency_key,
+        created_at=payment.created_at,
+    )
+
+
+class DynamoBillingStore:
+    """Implements PlanStore and WorkspaceStore on the billing table."""
+
+    def __init__(self, region: str) -> None:
+        # One low-level connection for transactions; endpoint resolution is botocore's (env vars).
+        self._connection = Connection(region=region)
+
+    # -- plans -----------------------------------------------------------------------------------
+    def load_plan(self, partner_id: str) -> Plan:
+        try:
+            item = PlanItem.get(partner_pk(partner_id), PLAN_SK, consistent_read=True)
+        except PlanItem.DoesNotExist:
+            return Plan(partner_id=partner_id)
+        return Plan(
+            partner_id=item.partner_id,
+            state=PlanState(item.state),
+            currency=item.currency,
+            price_list_version=item.price_list_version,
+            activated_at=item.activated_at,
+            activation_attempt=int(item.activation_attempt),
+            activation_started_at=item.activation_started_at,
+            payment_customer_ref=item.payment_customer_ref,
+            payment_method_ref=item.payment_method_ref,
+            version=item.version,
+        )
+
+    def save_plan(self, plan: Plan, *, audit: AuditEvent, payment: PaymentRecord | None = None) -> Plan:
+        item = PlanItem(
+            pk=partner_pk(plan.partner_id),
+            sk=PLAN_SK,
+            partner_id=plan.partner_id,
+            state=plan.state.value,
+            currency=plan.currency,
+            price_list_version=plan.price_list_version,
+            activated_at=plan.activated_at,
+            activation_attempt=plan.activation_attempt,
+            activation_started_at=plan.activation_started_at,
+            payment_customer_ref=plan.payment_customer_ref,
+            payment_method_ref=plan.payment_method_ref,
+            updated_at=audit.occurred_at,
+        )
+        if plan.version is not None:  # unset for a new plan: the write then requires that none exists
+            item.version = plan.version
+        with self._transaction(f"plan of partner {plan.partner_id}") as transaction:
+            transaction.save(item)  # VersionAttribute adds the optimistic-lock condition
+            transaction.save(audit_item(audit), condition=AuditItem.pk.does_not_exist())
+            if payment is not None:
+                transaction.save(payment_item(payment), condition=PaymentItem.pk.does_not_exist())
+        return replace(plan, version=item.version)
+
+    # -- workspaces ------------------------------------------------------------------------------
+    def load_workspace(self, workspace_id: str) -> Workspace | None:
+        try:
+            item = WorkspaceItem.get(workspace_pk(workspace_id), WORKSPACE_SK, consistent_read=True)
+        except WorkspaceItem.DoesNotExist:
+            return None
+        return _workspace_from_item(item)
+
+    def list_workspaces(self, partner_id: str) -> list[Workspace]:
+        return [
+            _workspace_from_item(item)
+            for item in WorkspaceItem.partner_items.query(
+                partner_pk(partner_id), WorkspaceItem.gsi1sk.startswith("WORKSPACE#")
+            )
+        ]
+
+    def save_workspace(self, workspace: Workspace, *, audit: AuditEvent) -> Workspace:
+        item = WorkspaceItem(
+            pk=workspace_pk(workspace.workspace_id),
+            sk=WORKSPACE_SK,
+            workspace_id=workspace.workspace_id,
+            partner_id=workspace.partner_id,
+            name=workspace.name,
+            on_plan=workspace.on_plan,
+            edition=workspace.edition,
+            max_devices=workspace.max_devices,
+            created_at=workspace.created_at,
+            joined_plan_at=workspace.joined_plan_at,
+            gsi1pk=partner_pk(workspace.partner_id),
+            gsi1sk=f"WORKSPACE#{to_iso(workspace.created_at)}#{workspace.workspace_id}",
+        )
+        if workspace.version is not None:
+            item.version = workspace.version
+        with self._transaction(f"workspace {workspace.workspace_id}") as transaction:
+            transaction.save(item)
+            transaction.save(audit_item(audit), condition=AuditItem.pk.does_not_exist())
+        return replace(workspace, version=item.version)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _transaction(self, what: str) -> _GuardedTransaction:
+        return _GuardedTransaction(self._connection, what)
+
+
+class _GuardedTransaction(TransactWrite):
+    """A TransactWrite whose failed conditions surface as the domain's ConcurrentModification."""
+
+    def __init__(self, connection: Connection, what: str) -> None:
+        super().__init__(connection=connection)
+        self._what = what
+
+    def _commit(self) -> object:
+        try:
+            return super()._commit()
+        except TransactWriteError as error:
+            if error.cause_response_code == "TransactionCanceledException" and any(
+                reason is not None and reason.code == "ConditionalCheckFailed" for reason in error.cancellation_reasons
+            ):
+                raise ConcurrentModification(f"{self._what} was changed concurrently; reload and retry") from error
+            raise
+
+
+def _workspace_from_item(item: WorkspaceItem) -> Workspace:
+    return Workspace(
+        workspace_id=item.workspace_id,
+        partner_id=item.partner_id,
+        name=item.name,
+        created_at=item.created_at,
+        on_plan=bool(item.on_plan),
+        edition=item.edition,
+        max_devices=int(item.max_devices) if item.max_devices is not None else None,
+        joined_plan_at=item.joined_plan_at,
+        version=item.version,
+    )

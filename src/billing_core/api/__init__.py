@@ -1,0 +1,1 @@
+"""HTTP shaping for the partner API (Chalice): claims -> identity, body -> model, errors -> status."""

@@ -1,0 +1,72 @@
+"""The small interfaces services depend on. Adapters implement them for DynamoDB/Stripe; tests use fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from billing_core.domain.audit import AuditEvent
+from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentRecord, SavedPaymentMethod
+from billing_core.domain.plan import Plan
+from billing_core.domain.workspace import Workspace
+
+CommandT = TypeVar("CommandT", bound=BaseModel)
+OutcomeT = TypeVar("OutcomeT", bound=BaseModel)
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class PlanStore(Protocol):
+    def load_plan(self, partner_id: str) -> Plan:
+        """The partner's plan; an unstored ``Plan(partner_id)`` if none exists."""
+        ...
+
+    def save_plan(self, plan: Plan, *, audit: AuditEvent, payment: PaymentRecord | None = None) -> Plan:
+        """Atomically write the plan (only if unchanged since loaded), its audit event and payment.
+
+        Raises ``ConcurrentModification`` when the plan changed in between."""
+        ...
+
+
+class WorkspaceStore(Protocol):
+    def load_workspace(self, workspace_id: str) -> Workspace | None: ...
+
+    def list_workspaces(self, partner_id: str) -> list[Workspace]: ...
+
+    def save_workspace(self, workspace: Workspace, *, audit: AuditEvent) -> Workspace:
+        """Atomically write the workspace (only if unchanged since loaded) and its audit event."""
+        ...
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    def save_payment_method(self, *, partner_id: str, payment_method: str) -> SavedPaymentMethod:
+        """Attach a payment method to the partner's customer for later off-session use.
+
+        Raises ``PaymentDeclined`` when the method is refused, ``PaymentProviderUnavailable`` when the
+        provider cannot answer."""
+        ...
+
+    def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        """Charge once per ``request.idempotency_key``. Raises ``PaymentProviderUnavailable``."""
+        ...
+
+
+class IdempotencyGuard(Protocol):
+    def run_once(
+        self,
+        operation: str,
+        function: Callable[[CommandT], OutcomeT],
+        command: CommandT,
+        outcome_type: type[OutcomeT],
+    ) -> OutcomeT:
+        """Run ``function(command)`` at most once per (partner_id, idempotency_key) of the command and
+        replay its stored outcome afterwards. Raises ``IdempotencyKeyReused`` when the key comes back
+        with a different ``request``, ``RequestInProgress`` while the first run is still going."""
+        ...

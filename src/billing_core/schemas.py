@@ -1,0 +1,89 @@
+"""Pydantic models of every request body and response of the partner API (no AWS imports).
+
+Request models forbid unknown fields so a typo is a 422 naming the field, not silently ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from billing_core.domain.workspace import MAX_DEVICES_LIMIT
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ActivatePlanRequest(RequestModel):
+    payment_method: str = Field(
+        min_length=1, max_length=255, description="Payment method token, e.g. pm_card_visa in the sandbox"
+    )
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$", description="ISO-4217 code from the price list")
+
+
+class CreateWorkspaceRequest(RequestModel):
+    name: str = Field(min_length=1, max_length=200)
+    on_plan: bool = Field(default=True, description="Create the workspace directly on the monthly plan")
+    # edition and max_devices are required when on_plan is true (checked by the use case, naming each).
+    edition: str | None = Field(default=None, min_length=1, max_length=64)
+    max_devices: int | None = Field(default=None, ge=1, le=MAX_DEVICES_LIMIT, strict=True)
+
+
+class SwitchWorkspaceToPlanRequest(RequestModel):
+    edition: str = Field(min_length=1, max_length=64)
+    max_devices: int = Field(ge=1, le=MAX_DEVICES_LIMIT, strict=True)
+
+
+class ChangeWorkspaceLicenceRequest(RequestModel):
+    edition: str | None = Field(default=None, min_length=1, max_length=64)
+    max_devices: int | None = Field(default=None, ge=1, le=MAX_DEVICES_LIMIT, strict=True)
+
+
+class MoneyView(BaseModel):
+    amount_minor: int
+    currency: str
+    display: str
+
+
+class WorkspaceView(BaseModel):
+    workspace_id: str
+    name: str
+    on_plan: bool
+    edition: str | None
+    max_devices: int | None
+    created_at: datetime
+    joined_plan_at: datetime | None
+
+
+class PlanStatusView(BaseModel):
+    partner_id: str
+    state: str
+    currency: str | None
+    price_list_version: str | None
+    activated_at: datetime | None
+    covered_through: date | None
+    next_charge_date: date | None
+    workspaces_on_plan: list[WorkspaceView]
+
+
+class ActivationOutcome(BaseModel):
+    """Result of one activation request; stored by the idempotency layer and replayed verbatim."""
+
+    status: Literal["activated", "declined"]
+    plan: PlanStatusView | None = None
+    activation_fee: MoneyView | None = None
+    payment_id: str | None = None
+    decline_code: str | None = None
+    message: str | None = None
+
+
+class LicenceDocumentView(BaseModel):
+    workspace_id: str
+    plan: str | None
+    edition: str | None
+    max_devices: int | None
+    status: str
+    valid_through: date | None

@@ -1,0 +1,1 @@
+"""Use cases: each public function/method is one thing a caller can ask of the system."""

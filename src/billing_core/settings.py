@@ -1,0 +1,35 @@
+"""Configuration: environment variables parsed once into one model. Only the wiring reads it;
+the domain never sees ``os.environ``.
+
+Endpoints are not settings here: boto3, botocore (and so PynamoDB and Powertools) honour
+``AWS_ENDPOINT_URL_DYNAMODB`` / ``AWS_ENDPOINT_URL`` themselves, which is how the local stack points
+everything at DynamoDB Local and the moto server.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BillingSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    billing_table: str = Field(description="Single-table store: plans, workspaces, payments, audit events")
+    idempotency_table: str = Field(description="Powertools idempotency records")
+    usage_table: str | None = Field(default=None, description="Per device-month usage items")
+    aws_region: str = "us-east-1"
+
+    price_list_version: str = "2026-01"
+    # How long an Idempotency-Key is remembered (Stripe uses 24 hours too).
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
+    payment_provider: Literal["sandbox", "stripe"] = "sandbox"
+    stripe_secret_key: SecretStr | None = None
+    # Only for tests against localstripe; unset in production.
+    stripe_api_base: str | None = None
+    # Real Stripe keeps the card for off-session use with setup_future_usage; localstripe does not
+    # emulate it, so tests switch it off and rely on attaching the method to the customer.
+    stripe_setup_future_usage: bool = True
