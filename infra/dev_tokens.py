@@ -26,13 +26,14 @@ def _b64url(data: bytes) -> str:
 
 
 def development_token(partner_id: str, role: Role | str, *, ttl_s: int = 12 * 3600, subject: str | None = None) -> str:
-    role = Role(role)
+    """A token for ``partner_id`` in ``role`` (any string, so tests can present roles that do not exist)."""
+    role_name = str(role.value if isinstance(role, Role) else role)
     now = int(time.time())
     claims = {
-        "sub": subject or f"user-{uuid.uuid5(uuid.NAMESPACE_URL, f'{partner_id}/{role.value}')}",
-        "cognito:username": f"{role.value}@{partner_id}.example",
+        "sub": subject or f"user-{uuid.uuid5(uuid.NAMESPACE_URL, f'{partner_id}/{role_name}')}",
+        "cognito:username": f"{role_name}@{partner_id}.example",
         "custom:partner_id": partner_id,
-        "custom:role": role.value,
+        "custom:role": role_name,
         "token_use": "id",
         "iss": "msp-billing-local",
         "iat": now,

@@ -1,9 +1,12 @@
-"""The Stripe payment provider (stripe-python's ``StripeClient``).
+"""The Stripe payment provider (stripe-python's ``StripeClient``, v1 API).
 
 Cards are saved by creating a customer and attaching the PaymentMethod to it; the activation charge
 is confirmed on-session with ``setup_future_usage=off_session`` (switchable: localstripe does not
 emulate it), monthly charges off-session. Every PaymentIntent carries our idempotency key, but our
 own exactly-once guarantee does not rest on Stripe's: see ``services.activation``.
+
+The charge description travels in the PaymentIntent's metadata: localstripe refuses the top-level
+``description`` parameter, and metadata is shown in the Stripe Dashboard as well.
 """
 
 from __future__ import annotations
@@ -22,24 +25,38 @@ from billing_core.domain.payments import (
 )
 
 # Errors after which the outcome is unknown and the same idempotency key must be retried.
+# (stripe-python raises APIError for 5xx answers and APIConnectionError for network failures.)
 _TRANSIENT_ERRORS = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
+
+# Stripe's error code when an off-session charge needs the customer to authenticate (3-D Secure).
+_AUTHENTICATION_REQUIRED = "authentication_required"
 
 
 class StripePaymentProvider:
     name = "stripe"
 
-    def __init__(self, api_key: str, *, api_base: str | None = None, setup_future_usage: bool = True) -> None:
-        base_addresses: dict[str, str] = {"api": api_base} if api_base else {}
-        self._client = stripe.StripeClient(api_key, base_addresses=base_addresses, max_network_retries=2)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str | None = None,
+        setup_future_usage: bool = True,
+        max_network_retries: int = 2,
+    ) -> None:
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=max_network_retries,
+        )
         self._setup_future_usage = setup_future_usage
 
     def save_payment_method(self, *, partner_id: str, payment_method: str) -> SavedPaymentMethod:
         try:
-            customer = self._client.customers.create(
+            customer = self._client.v1.customers.create(
                 params={"metadata": {"partner_id": partner_id}},
                 options={"idempotency_key": f"customer:{partner_id}:{payment_method}"},
             )
-            attached = self._client.payment_methods.attach(payment_method, params={"customer": customer.id})
+            attached = self._client.v1.payment_methods.attach(payment_method, params={"customer": customer.id})
         except stripe.CardError as error:
             raise PaymentDeclined(error.user_message or "card declined", decline_code=_decline_code(error)) from error
         except stripe.InvalidRequestError as error:
@@ -59,20 +76,23 @@ class StripePaymentProvider:
             "payment_method_types": ["card"],
             "confirm": True,
             "off_session": request.off_session,
-            "description": request.description,
-            "metadata": {"partner_id": request.partner_id, "idempotency_key": request.idempotency_key},
+            "metadata": {
+                "partner_id": request.partner_id,
+                "idempotency_key": request.idempotency_key,
+                "description": request.description,
+            },
         }
         if request.save_for_future_use and self._setup_future_usage:
             params["setup_future_usage"] = "off_session"
         try:
-            intent = self._client.payment_intents.create(
+            intent = self._client.v1.payment_intents.create(
                 params=params,  # type: ignore[arg-type]
                 options={"idempotency_key": request.idempotency_key},
             )
         except stripe.CardError as error:
-            payment_intent = getattr(error.error, "payment_intent", None) if error.error else None
-            intent_id = payment_intent.get("id") if isinstance(payment_intent, dict) else None
-            return ChargeOutcome(ChargeStatus.DECLINED, intent_id, _decline_code(error), error.user_message)
+            decline_code = _decline_code(error)
+            status = ChargeStatus.REQUIRES_ACTION if decline_code == _AUTHENTICATION_REQUIRED else ChargeStatus.DECLINED
+            return ChargeOutcome(status, self._intent_id_of(error), decline_code, error.user_message)
         except stripe.InvalidRequestError as error:
             return ChargeOutcome(ChargeStatus.DECLINED, None, "payment_method_invalid", error.user_message)
         except _TRANSIENT_ERRORS as error:
@@ -81,19 +101,42 @@ class StripePaymentProvider:
             return ChargeOutcome(ChargeStatus.SUCCEEDED, intent.id)
         if intent.status == "requires_action":
             return ChargeOutcome(
-                ChargeStatus.REQUIRES_ACTION, intent.id, "authentication_required", "The card requires authentication."
+                ChargeStatus.REQUIRES_ACTION, intent.id, _AUTHENTICATION_REQUIRED, "The card requires authentication."
             )
         last_error = intent.last_payment_error
-        return ChargeOutcome(
-            ChargeStatus.DECLINED,
-            intent.id,
-            (last_error.decline_code or last_error.code) if last_error else intent.status,
-            last_error.message if last_error else f"payment intent is {intent.status}",
-        )
+        if last_error is None:
+            return ChargeOutcome(ChargeStatus.DECLINED, intent.id, intent.status, f"payment intent is {intent.status}")
+        # StripeObject attributes the answer omits raise AttributeError (localstripe sends no decline_code).
+        code = getattr(last_error, "decline_code", None) or getattr(last_error, "code", None) or intent.status
+        message = getattr(last_error, "message", None) or f"payment intent is {intent.status}"
+        return ChargeOutcome(ChargeStatus.DECLINED, intent.id, str(code), str(message))
+
+    def _intent_id_of(self, error: stripe.CardError) -> str | None:
+        """The PaymentIntent a declined confirmation created, if it can be found.
+
+        Stripe puts the PaymentIntent object on the error; localstripe only names the failed charge,
+        whose ``payment_intent`` is looked up (best effort: the decline stands either way)."""
+        details = error.error
+        if details is None:
+            return None
+        payment_intent = details.payment_intent
+        if payment_intent is not None:
+            return str(payment_intent.id)
+        if not details.charge:
+            return None
+        try:
+            charge = self._client.v1.charges.retrieve(details.charge)
+        except stripe.StripeError:
+            return None
+        intent = charge.payment_intent
+        if intent is None:
+            return None
+        return intent if isinstance(intent, str) else intent.id
 
 
 def _decline_code(error: stripe.StripeError) -> str:
+    """The issuer's ``decline_code`` when given (real Stripe), else the error ``code`` (localstripe)."""
     details = error.error
-    if details is not None and getattr(details, "decline_code", None):
+    if details is not None and details.decline_code:
         return str(details.decline_code)
     return str(error.code or "card_declined")

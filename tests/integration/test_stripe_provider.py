@@ -1,0 +1,188 @@
+"""StripePaymentProvider against localstripe, started on a free loopback port for this module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import stripe
+
+from billing_core.adapters.payments.stripe_provider import StripePaymentProvider
+from billing_core.domain.errors import PaymentDeclined
+from billing_core.domain.money import Money
+from billing_core.domain.payments import (
+    ChargeRequest,
+    ChargeStatus,
+    PaymentProviderUnavailable,
+    SavedPaymentMethod,
+)
+from tests.integration.localstripe_server import TEST_API_KEY, free_port, running_localstripe
+
+pytestmark = pytest.mark.integration
+
+# Test cards localstripe emulates.
+CARD_OK = "4242424242424242"
+CARD_DECLINED_AT_ATTACH = "4000000000000002"
+CARD_DECLINED_AT_CHARGE = "4000000000000341"
+CARD_REQUIRES_AUTHENTICATION = "4000002500003155"
+
+
+@pytest.fixture(scope="module")
+def api_base() -> Iterator[str]:
+    with running_localstripe() as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def stripe_client(api_base: str) -> stripe.StripeClient:
+    """Plays the browser (creates PaymentMethods) and inspects what the adapter left in Stripe."""
+    return stripe.StripeClient(TEST_API_KEY, base_addresses={"api": api_base}, max_network_retries=0)
+
+
+@pytest.fixture
+def provider(api_base: str) -> StripePaymentProvider:
+    return StripePaymentProvider(TEST_API_KEY, api_base=api_base, setup_future_usage=False, max_network_retries=0)
+
+
+def _card(client: stripe.StripeClient, number: str) -> str:
+    method = client.v1.payment_methods.create(
+        params={"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+    )
+    return method.id
+
+
+def _request(
+    saved: SavedPaymentMethod, key: str, *, off_session: bool = False, amount_minor: int = 4900
+) -> ChargeRequest:
+    return ChargeRequest(
+        partner_id="partner-1",
+        saved=saved,
+        amount=Money(amount_minor, "EUR"),
+        idempotency_key=key,
+        description="Plan activation",
+        off_session=off_session,
+        save_for_future_use=not off_session,
+    )
+
+
+def test_saving_a_card_attaches_it_to_a_new_customer(
+    provider: StripePaymentProvider, stripe_client: stripe.StripeClient
+) -> None:
+    payment_method = _card(stripe_client, CARD_OK)
+
+    saved = provider.save_payment_method(partner_id="partner-1", payment_method=payment_method)
+
+    assert saved.customer_ref.startswith("cus_")
+    assert saved.payment_method_ref == payment_method
+    assert stripe_client.v1.payment_methods.retrieve(payment_method).customer == saved.customer_ref
+    metadata = stripe_client.v1.customers.retrieve(saved.customer_ref).metadata
+    assert metadata is not None
+    assert metadata.to_dict() == {"partner_id": "partner-1"}
+
+
+def test_charge_with_a_working_card_succeeds(
+    provider: StripePaymentProvider, stripe_client: stripe.StripeClient
+) -> None:
+    saved = provider.save_payment_method(partner_id="partner-1", payment_method=_card(stripe_client, CARD_OK))
+
+    outcome = provider.charge(_request(saved, "partner-1:activation:1", amount_minor=4900))
+
+    assert outcome.status is ChargeStatus.SUCCEEDED
+    assert outcome.succeeded
+    assert outcome.provider_payment_id is not None
+    assert outcome.provider_payment_id.startswith("pi_")
+    assert outcome.decline_code is None
+    intent = stripe_client.v1.payment_intents.retrieve(outcome.provider_payment_id)
+    assert (intent.status, intent.amount, intent.currency) == ("succeeded", 4900, "eur")
+    assert (intent.customer, intent.payment_method) == (saved.customer_ref, saved.payment_method_ref)
+    assert intent.metadata.to_dict() == {
+        "partner_id": "partner-1",
+        "idempotency_key": "partner-1:activation:1",
+        "description": "Plan activation",
+    }
+
+
+def test_card_declined_at_attach_raises_payment_declined(
+    provider: StripePaymentProvider, stripe_client: stripe.StripeClient
+) -> None:
+    payment_method = _card(stripe_client, CARD_DECLINED_AT_ATTACH)
+
+    with pytest.raises(PaymentDeclined) as raised:
+        provider.save_payment_method(partner_id="partner-1", payment_method=payment_method)
+
+    assert raised.value.decline_code == "card_declined"
+    assert raised.value.message == "Your card was declined."
+    assert stripe_client.v1.payment_methods.retrieve(payment_method).customer is None
+
+
+def test_unknown_payment_method_raises_payment_declined(provider: StripePaymentProvider) -> None:
+    with pytest.raises(PaymentDeclined) as raised:
+        provider.save_payment_method(partner_id="partner-1", payment_method="pm_doesnotexist")
+
+    assert raised.value.decline_code == "payment_method_invalid"
+
+
+def test_card_declined_at_charge_returns_declined(
+    provider: StripePaymentProvider, stripe_client: stripe.StripeClient
+) -> None:
+    saved = provider.save_payment_method(
+        partner_id="partner-1", payment_method=_card(stripe_client, CARD_DECLINED_AT_CHARGE)
+    )
+
+    outcome = provider.charge(_request(saved, "partner-1:activation:declined"))
+
+    assert outcome.status is ChargeStatus.DECLINED
+    assert not outcome.succeeded
+    assert outcome.decline_code == "card_declined"
+    assert outcome.message == "Your card was declined."
+    # The PaymentIntent the declined confirmation created is found through the failed charge.
+    assert outcome.provider_payment_id is not None
+    assert outcome.provider_payment_id.startswith("pi_")
+    intent = stripe_client.v1.payment_intents.retrieve(outcome.provider_payment_id)
+    assert intent.status == "requires_payment_method"
+    assert intent.customer == saved.customer_ref
+
+
+def test_card_requiring_authentication_returns_requires_action(
+    provider: StripePaymentProvider, stripe_client: stripe.StripeClient
+) -> None:
+    saved = provider.save_payment_method(
+        partner_id="partner-1", payment_method=_card(stripe_client, CARD_REQUIRES_AUTHENTICATION)
+    )
+
+    outcome = provider.charge(_request(saved, "partner-1:activation:3ds"))
+
+    assert outcome.status is ChargeStatus.REQUIRES_ACTION
+    assert not outcome.succeeded
+    assert outcome.decline_code == "authentication_required"
+    assert outcome.provider_payment_id is not None
+    assert stripe_client.v1.payment_intents.retrieve(outcome.provider_payment_id).status == "requires_action"
+
+
+def test_off_session_charge_on_a_saved_card_succeeds(
+    provider: StripePaymentProvider, stripe_client: stripe.StripeClient
+) -> None:
+    saved = provider.save_payment_method(partner_id="partner-1", payment_method=_card(stripe_client, CARD_OK))
+    activation = provider.charge(_request(saved, "partner-1:activation:1"))
+
+    monthly = provider.charge(_request(saved, "partner-1:month:2026-11:1", off_session=True, amount_minor=12345))
+
+    assert activation.succeeded
+    assert monthly.status is ChargeStatus.SUCCEEDED
+    assert monthly.provider_payment_id is not None
+    assert monthly.provider_payment_id.startswith("pi_")
+    assert monthly.provider_payment_id != activation.provider_payment_id
+    intent = stripe_client.v1.payment_intents.retrieve(monthly.provider_payment_id)
+    assert (intent.status, intent.amount, intent.payment_method) == ("succeeded", 12345, saved.payment_method_ref)
+
+
+def test_unreachable_stripe_raises_provider_unavailable() -> None:
+    closed = StripePaymentProvider(
+        TEST_API_KEY, api_base=f"http://127.0.0.1:{free_port()}", setup_future_usage=False, max_network_retries=0
+    )
+    saved = SavedPaymentMethod(customer_ref="cus_x", payment_method_ref="pm_x")
+
+    with pytest.raises(PaymentProviderUnavailable):
+        closed.save_payment_method(partner_id="partner-1", payment_method="pm_x")
+    with pytest.raises(PaymentProviderUnavailable):
+        closed.charge(_request(saved, "partner-1:activation:1"))
