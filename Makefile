@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 LAYER_PYTHON_VERSION := 3.12
 LAYER_PLATFORM       := manylinux2014_aarch64
 
-.PHONY: up test lint typecheck unit integration e2e layer clean reset install
+.PHONY: up test lint typecheck unit layer clean reset install bench-import
 
 install: $(STAMP)
 
@@ -40,13 +40,22 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
+# Cold import time of the API handlers next to `import boto3` -> bench/results/import_time.json
+bench-import: $(STAMP)
+	$(BIN)/python bench/import_time.py
+
 # The billing-core layer for the Lambda platform, without Docker: binary wheels for arm64 / CPython 3.12.
+# Chalice goes in without its dependencies: at run time only chalice.app is used, which needs the
+# standard library alone (its CLI dependencies would triple the layer).
 layer: $(STAMP)
 	rm -rf build/layer && mkdir -p build/layer/python
-	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > build/layer-requirements.txt
+	$(BIN)/python -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; print("\n".join(d for d in deps if not d.startswith("chalice")))' > build/layer-requirements.txt
 	$(BIN)/python -m pip install --quiet --target build/layer/python \
 	  --platform $(LAYER_PLATFORM) --implementation cp --python-version $(LAYER_PYTHON_VERSION) \
 	  --only-binary=:all: -r build/layer-requirements.txt
+	$(BIN)/python -m pip install --quiet --target build/layer/python --no-deps \
+	  --platform $(LAYER_PLATFORM) --implementation cp --python-version $(LAYER_PYTHON_VERSION) \
+	  --only-binary=:all: "$$(grep -o 'chalice==[0-9.]*' pyproject.toml)"
 	cp -r src/billing_core build/layer/python/
 	find build/layer -name '__pycache__' -prune -exec rm -rf {} +
 	@echo "Layer ready in build/layer ($$(du -sh build/layer | cut -f1)); deploy with: sam deploy --guided"

@@ -61,6 +61,8 @@ def up(
         console.print(f"[green]✓[/] Partner API on {api.url} (ready in {time.monotonic() - started_at:.1f}s)\n")
         console.print(render_walkthrough(demo, api.url), highlight=False, soft_wrap=True)
         if serve:
+            # Ctrl-C and SIGTERM both end the serving loop (SIGINT explicitly: a shell may start us with it ignored).
+            signal.signal(signal.SIGINT, lambda *_: stopping.set())
             console.print("\n[bold]Serving. Press Ctrl-C to stop.[/]")
             while not stopping.wait(0.5):
                 pass
