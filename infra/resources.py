@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
 
 from infra.template import LocalNames, resources_of_type
 
+_QUEUE_ATTRIBUTES = ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
 # Properties of AWS::DynamoDB::Table that CreateTable accepts under the same name.
 _CREATE_TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
 
@@ -35,17 +37,30 @@ def create_tables(template: dict[str, Any], names: LocalNames, dynamodb: Any) ->
 
 
 def create_queues(template: dict[str, Any], names: LocalNames, sqs: Any) -> list[str]:
-    created = []
-    for logical_id, resource in resources_of_type(template, "AWS::SQS::Queue").items():
-        properties = resource.get("Properties", {})
+    """Queues in dependency order: a dead-letter queue before the queue whose RedrivePolicy names it."""
+    queues = resources_of_type(template, "AWS::SQS::Queue")
+    arns: dict[str, str] = {}
+    created: list[str] = []
+
+    def create(logical_id: str) -> str:
+        if logical_id in arns:
+            return arns[logical_id]
+        properties = queues[logical_id].get("Properties", {})
         queue_name = names.physical(logical_id) + (".fifo" if properties.get("FifoQueue") else "")
-        attributes = {
-            key: str(properties[key])
-            for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
-            if key in properties
-        }
-        sqs.create_queue(QueueName=queue_name, Attributes=attributes)
+        attributes = {key: str(properties[key]) for key in _QUEUE_ATTRIBUTES if key in properties}
+        redrive = properties.get("RedrivePolicy")
+        if redrive:
+            target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": create(target), "maxReceiveCount": int(redrive["maxReceiveCount"])}
+            )
+        url = sqs.create_queue(QueueName=queue_name, Attributes=attributes)["QueueUrl"]
+        arns[logical_id] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         created.append(queue_name)
+        return arns[logical_id]
+
+    for logical_id in queues:
+        create(logical_id)
     return created
 
 

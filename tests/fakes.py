@@ -13,7 +13,9 @@ from pydantic import BaseModel
 
 from billing_core.adapters.payments.sandbox import SandboxPaymentProvider
 from billing_core.domain.audit import AuditEvent
-from billing_core.domain.errors import ConcurrentModification, IdempotencyKeyReused
+from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.errors import ConcurrentModification, IdempotencyKeyReused, TransientFailure
+from billing_core.domain.metering import Billability, DeviceMonthKey, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable, PaymentRecord
 from billing_core.domain.plan import Plan
 from billing_core.domain.workspace import Workspace
@@ -122,3 +124,61 @@ class RecordingPaymentProvider:
     @property
     def successful_charges(self) -> int:
         return sum(1 for outcome in self.charges.values() if outcome.succeeded)
+
+
+@dataclass
+class InMemoryUsageStore:
+    """UsageStore in memory, with the adapter's write-once semantics and a switch to fail writes of
+    chosen devices as throttled."""
+
+    devices: dict[tuple[DeviceMonthKey, bool], tuple[Sighting, Billability, str | None]] = field(default_factory=dict)
+    late: list[tuple[str, DeviceMonthKey]] = field(default_factory=list)
+    rejections: dict[str, str] = field(default_factory=dict)
+    throttled_devices: set[str] = field(default_factory=set)
+    writes: int = 0
+    reads: int = 0
+
+    def find_recorded(self, keys: list[DeviceMonthKey], billability: Billability) -> set[DeviceMonthKey]:
+        self.reads += len(keys)
+        return {key for key in keys if (key, billability.billable) in self.devices}
+
+    def record_first_sighting(
+        self, sighting: Sighting, billability: Billability, partner_id: str | None, recorded_at: datetime
+    ) -> bool:
+        if sighting.device_id in self.throttled_devices:
+            raise TransientFailure("ProvisionedThroughputExceededException")
+        self.writes += 1
+        slot = (sighting.key, billability.billable)
+        if slot in self.devices:
+            return False
+        self.devices[slot] = (sighting, billability, partner_id)
+        if billability is Billability.LATE and partner_id is not None:
+            self.late.append((partner_id, sighting.key))
+        return True
+
+    def record_rejection(self, message_id: str, reason: str, body: str, received_at: datetime) -> None:
+        self.rejections[message_id] = reason
+
+    def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
+        return sum(
+            1
+            for (key, billable) in self.devices
+            if billable and key.workspace_id == workspace_id and key.month == month
+        )
+
+    def seats(self, workspace_id: str, month: BillingMonth) -> set[str]:
+        return {key.device_id for (key, billable) in self.devices if billable and key.workspace_id == workspace_id
+                and key.month == month}  # fmt: skip
+
+
+@dataclass
+class InMemoryWorkspaceDirectory:
+    store: InMemoryBillingStore
+    lookups: int = 0
+
+    def workspaces(self, workspace_ids: set[str]) -> dict[str, Workspace | None]:
+        self.lookups += 1
+        return {i: self.store.workspaces.get(i) for i in workspace_ids}
+
+    def last_charged_months(self, partner_ids: set[str]) -> dict[str, BillingMonth | None]:
+        return {p: self.store.load_plan(p).last_charged_month for p in partner_ids}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from billing_core.domain.audit import AuditEvent
+from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.metering import Billability, DeviceMonthKey, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentRecord, SavedPaymentMethod
 from billing_core.domain.plan import Plan
 from billing_core.domain.workspace import Workspace
@@ -70,3 +72,31 @@ class IdempotencyGuard(Protocol):
         replay its stored outcome afterwards. Raises ``IdempotencyKeyReused`` when the key comes back
         with a different ``request``, ``RequestInProgress`` while the first run is still going."""
         ...
+
+
+class UsageStore(Protocol):
+    """Device-month usage records. Implementations raise ``TransientFailure`` for retryable errors."""
+
+    def find_recorded(self, keys: list[DeviceMonthKey], billability: Billability) -> set[DeviceMonthKey]:
+        """Which of ``keys`` are already recorded (in the partition ``billability`` belongs to)."""
+        ...
+
+    def record_first_sighting(
+        self, sighting: Sighting, billability: Billability, partner_id: str | None, recorded_at: datetime
+    ) -> bool:
+        """Record the device-month once (a conditional write). False if it was already recorded."""
+        ...
+
+    def record_rejection(self, message_id: str, reason: str, body: str, received_at: datetime) -> None: ...
+
+    def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
+        """Distinct devices recorded as billable (or late) for the workspace and month."""
+        ...
+
+
+class WorkspaceDirectory(Protocol):
+    """Read-only view of workspaces and plans that metering needs, looked up in bulk."""
+
+    def workspaces(self, workspace_ids: set[str]) -> Mapping[str, Workspace | None]: ...
+
+    def last_charged_months(self, partner_ids: set[str]) -> Mapping[str, BillingMonth | None]: ...

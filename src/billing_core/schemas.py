@@ -58,6 +58,11 @@ class WorkspaceView(BaseModel):
     joined_plan_at: datetime | None
 
 
+class PlanWorkspaceView(WorkspaceView):
+    devices_this_month: int = Field(description="Distinct devices seen on the plan this month so far")
+    seats_this_month: int = Field(description="Billable seats so far: devices capped at max_devices")
+
+
 class PlanStatusView(BaseModel):
     partner_id: str
     state: str
@@ -66,7 +71,8 @@ class PlanStatusView(BaseModel):
     activated_at: datetime | None
     covered_through: date | None
     next_charge_date: date | None
-    workspaces_on_plan: list[WorkspaceView]
+    month: str = Field(description="The current billing month (UTC), YYYY-MM")
+    workspaces_on_plan: list[PlanWorkspaceView]
 
 
 class ActivationOutcome(BaseModel):

@@ -19,7 +19,9 @@ class BillingSettings(BaseSettings):
 
     billing_table: str = Field(description="Single-table store: plans, workspaces, payments, audit events")
     idempotency_table: str = Field(description="Powertools idempotency records")
-    usage_table: str | None = Field(default=None, description="Per device-month usage items")
+    usage_table: str = Field(description="Per device-month usage items")
+    # Device-month records are kept (then expire by TTL) long enough for invoices, reports and disputes.
+    usage_retention_days: int = Field(default=400, ge=62)
     aws_region: str = "us-east-1"
 
     price_list_version: str = "2026-01"

@@ -12,7 +12,13 @@ from billing_core.domain.plan import PlanState
 from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.schemas import ActivatePlanRequest
 from billing_core.services.activation import ActivationService
-from tests.fakes import FixedClock, InMemoryBillingStore, InMemoryIdempotencyGuard, RecordingPaymentProvider
+from tests.fakes import (
+    FixedClock,
+    InMemoryBillingStore,
+    InMemoryIdempotencyGuard,
+    InMemoryUsageStore,
+    RecordingPaymentProvider,
+)
 
 OWNER = PartnerIdentity("p1", Role.OWNER, "owner-1")
 VISA = ActivatePlanRequest(payment_method="pm_card_visa")
@@ -35,7 +41,15 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def service(store: InMemoryBillingStore, provider: RecordingPaymentProvider, clock: FixedClock) -> ActivationService:
-    return ActivationService(store, store, provider, clock, PRICE_LIST_2026_01, InMemoryIdempotencyGuard())
+    return ActivationService(
+        plans=store,
+        workspaces=store,
+        payments=provider,
+        usage=InMemoryUsageStore(),
+        clock=clock,
+        prices=PRICE_LIST_2026_01,
+        idempotency=InMemoryIdempotencyGuard(),
+    )
 
 
 def test_activation_charges_the_fee_once_and_audits(

@@ -15,7 +15,13 @@ from billing_core.schemas import (
 )
 from billing_core.services.activation import ActivationService
 from billing_core.services.workspaces import WorkspaceService
-from tests.fakes import FixedClock, InMemoryBillingStore, InMemoryIdempotencyGuard, RecordingPaymentProvider
+from tests.fakes import (
+    FixedClock,
+    InMemoryBillingStore,
+    InMemoryIdempotencyGuard,
+    InMemoryUsageStore,
+    RecordingPaymentProvider,
+)
 
 TECH = PartnerIdentity("p1", Role.TECHNICIAN, "tech-1")
 OTHER = PartnerIdentity("p2", Role.OWNER, "owner-2")
@@ -33,12 +39,13 @@ def workspaces(store: InMemoryBillingStore) -> WorkspaceService:
 
 def activate(store: InMemoryBillingStore) -> None:
     ActivationService(
-        store,
-        store,
-        RecordingPaymentProvider(),
-        FixedClock(datetime(2026, 11, 20, tzinfo=UTC)),
-        PRICE_LIST_2026_01,
-        InMemoryIdempotencyGuard(),
+        plans=store,
+        workspaces=store,
+        payments=RecordingPaymentProvider(),
+        usage=InMemoryUsageStore(),
+        clock=FixedClock(datetime(2026, 11, 20, tzinfo=UTC)),
+        prices=PRICE_LIST_2026_01,
+        idempotency=InMemoryIdempotencyGuard(),
     ).activate_monthly_billing(
         PartnerIdentity("p1", Role.OWNER, "o"), "k", ActivatePlanRequest(payment_method="pm_card_visa")
     )

@@ -95,3 +95,9 @@ class BadRequest(BillingError):
     """The request cannot be read at all: not JSON, or a required header missing (HTTP 400)."""
 
     code = "bad_request"
+
+
+class TransientFailure(BillingError):
+    """A dependency failed in a way worth retrying (throttling, timeouts): the work is retried, not rejected."""
+
+    code = "transient_failure"

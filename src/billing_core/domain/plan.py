@@ -40,6 +40,8 @@ class Plan:
     activation_started_at: datetime | None = None
     payment_customer_ref: str | None = None
     payment_method_ref: str | None = None
+    # The latest month a monthly charge run has invoiced; sightings for it or earlier are late usage.
+    last_charged_month: BillingMonth | None = None
     # Optimistic-locking version held by the repository; None for a plan never stored.
     version: int | None = None
 

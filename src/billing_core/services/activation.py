@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from pydantic import BaseModel
 
 from billing_core.domain.audit import AuditEvent
+from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import PaymentDeclined
 from billing_core.domain.identity import PartnerIdentity
 from billing_core.domain.payments import (
@@ -16,8 +18,9 @@ from billing_core.domain.payments import (
     PaymentProviderUnavailable,
     PaymentRecord,
 )
+from billing_core.domain.plan import Plan
 from billing_core.domain.pricing import PriceList
-from billing_core.ports import Clock, IdempotencyGuard, PaymentProvider, PlanStore, WorkspaceStore
+from billing_core.ports import Clock, IdempotencyGuard, PaymentProvider, PlanStore, UsageStore, WorkspaceStore
 from billing_core.schemas import ActivatePlanRequest, ActivationOutcome, PlanStatusView
 from billing_core.services.views import money_view, plan_status_view
 
@@ -37,6 +40,7 @@ class ActivationService:
     plans: PlanStore
     workspaces: WorkspaceStore
     payments: PaymentProvider
+    usage: UsageStore
     clock: Clock
     prices: PriceList
     idempotency: IdempotencyGuard
@@ -136,14 +140,20 @@ class ActivationService:
         )
         return ActivationOutcome(
             status="activated",
-            plan=plan_status_view(active, self.workspaces.list_workspaces(command.partner_id), now),
+            plan=self._status_of(active, now),
             activation_fee=money_view(fee),
             payment_id=outcome.provider_payment_id,
         )
 
     def plan_status(self, identity: PartnerIdentity) -> PlanStatusView:
-        plan = self.plans.load_plan(identity.partner_id)
-        return plan_status_view(plan, self.workspaces.list_workspaces(identity.partner_id), self.clock.now())
+        return self._status_of(self.plans.load_plan(identity.partner_id), self.clock.now())
+
+    def _status_of(self, plan: Plan, now: datetime) -> PlanStatusView:
+        """The plan with its workspaces and this month's seats so far (one COUNT query per workspace)."""
+        month = BillingMonth.containing(now)
+        on_plan = [w for w in self.workspaces.list_workspaces(plan.partner_id) if w.on_plan]
+        devices = {w.workspace_id: self.usage.count_devices(w.workspace_id, month) for w in on_plan}
+        return plan_status_view(plan, on_plan, devices, now)
 
     def _audit(self, command: ActivationCommand, event_type: str, **details: object) -> AuditEvent:
         return AuditEvent(command.partner_id, event_type, self.clock.now(), command.actor, dict(details))

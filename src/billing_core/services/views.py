@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.money import Money
 from billing_core.domain.plan import Plan
 from billing_core.domain.workspace import LicenceDocument, Workspace
-from billing_core.schemas import LicenceDocumentView, MoneyView, PlanStatusView, WorkspaceView
+from billing_core.schemas import LicenceDocumentView, MoneyView, PlanStatusView, PlanWorkspaceView, WorkspaceView
 
 
 def money_view(money: Money) -> MoneyView:
@@ -26,7 +27,9 @@ def workspace_view(workspace: Workspace) -> WorkspaceView:
     )
 
 
-def plan_status_view(plan: Plan, workspaces: list[Workspace], now: datetime) -> PlanStatusView:
+def plan_status_view(
+    plan: Plan, workspaces_on_plan: list[Workspace], devices_this_month: dict[str, int], now: datetime
+) -> PlanStatusView:
     return PlanStatusView(
         partner_id=plan.partner_id,
         state=plan.state.value,
@@ -35,7 +38,15 @@ def plan_status_view(plan: Plan, workspaces: list[Workspace], now: datetime) -> 
         activated_at=plan.activated_at,
         covered_through=plan.covered_through(),
         next_charge_date=plan.next_charge_date(now),
-        workspaces_on_plan=[workspace_view(w) for w in workspaces if w.on_plan],
+        month=str(BillingMonth.containing(now)),
+        workspaces_on_plan=[
+            PlanWorkspaceView(
+                **workspace_view(w).model_dump(),
+                devices_this_month=devices_this_month.get(w.workspace_id, 0),
+                seats_this_month=min(devices_this_month.get(w.workspace_id, 0), w.max_devices or 0),
+            )
+            for w in workspaces_on_plan
+        ],
     )
 
 

@@ -59,6 +59,7 @@ class PlanItem(Model):
     activation_started_at = UTCDateTimeAttribute(null=True)
     payment_customer_ref = UnicodeAttribute(null=True)
     payment_method_ref = UnicodeAttribute(null=True)
+    last_charged_month = UnicodeAttribute(null=True)  # YYYY-MM
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()
 

@@ -23,7 +23,7 @@ from billing_core.adapters.dynamodb.models import (
     workspace_pk,
 )
 from billing_core.domain.audit import AuditEvent
-from billing_core.domain.calendar import to_iso
+from billing_core.domain.calendar import BillingMonth, to_iso
 from billing_core.domain.errors import ConcurrentModification
 from billing_core.domain.payments import PaymentRecord
 from billing_core.domain.plan import Plan, PlanState
@@ -84,6 +84,7 @@ class DynamoBillingStore:
             activation_started_at=item.activation_started_at,
             payment_customer_ref=item.payment_customer_ref,
             payment_method_ref=item.payment_method_ref,
+            last_charged_month=BillingMonth.parse(item.last_charged_month) if item.last_charged_month else None,
             version=item.version,
         )
 
@@ -100,6 +101,7 @@ class DynamoBillingStore:
             activation_started_at=plan.activation_started_at,
             payment_customer_ref=plan.payment_customer_ref,
             payment_method_ref=plan.payment_method_ref,
+            last_charged_month=str(plan.last_charged_month) if plan.last_charged_month else None,
             updated_at=audit.occurred_at,
         )
         if plan.version is not None:  # unset for a new plan: the write then requires that none exists
@@ -117,11 +119,11 @@ class DynamoBillingStore:
             item = WorkspaceItem.get(workspace_pk(workspace_id), WORKSPACE_SK, consistent_read=True)
         except WorkspaceItem.DoesNotExist:
             return None
-        return _workspace_from_item(item)
+        return workspace_from_item(item)
 
     def list_workspaces(self, partner_id: str) -> list[Workspace]:
         return [
-            _workspace_from_item(item)
+            workspace_from_item(item)
             for item in WorkspaceItem.partner_items.query(
                 partner_pk(partner_id), WorkspaceItem.gsi1sk.startswith("WORKSPACE#")
             )
@@ -172,7 +174,7 @@ class _GuardedTransaction(TransactWrite):
             raise
 
 
-def _workspace_from_item(item: WorkspaceItem) -> Workspace:
+def workspace_from_item(item: WorkspaceItem) -> Workspace:
     return Workspace(
         workspace_id=item.workspace_id,
         partner_id=item.partner_id,

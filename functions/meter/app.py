@@ -1,0 +1,55 @@
+"""Lambda entry point of the meter function (Handler: app.handler), triggered by the metering queue.
+
+The whole batch is rated in one pass (dedupe, one batched read, one conditional write per first
+sighting); Powertools' BatchProcessor then reports exactly the messages whose writes failed
+transiently, so SQS retries only those (ReportBatchItemFailures). Malformed messages are recorded as
+rejections and deleted, never retried.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import SqsModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from billing_core.domain.errors import TransientFailure
+from billing_core.observability import logger
+from billing_core.services.metering import InboundMessage
+from billing_core.wiring import services
+
+processor = BatchProcessor(event_type=EventType.SQS)
+metrics = Metrics(namespace="MspBilling", service="meter")
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    batch = parse(event=event, model=SqsModel)
+    outcome = services().metering.record_batch([InboundMessage(r.messageId, r.body) for r in batch.Records])
+    logger.info(
+        "metering batch recorded",
+        extra={
+            "messages": len(batch.Records),
+            "sightings": outcome.sightings,
+            "first_sightings_written": outcome.first_sightings_written,
+            "by_billability": outcome.by_billability,
+            "rejected": outcome.rejected,
+            "failed": sorted(outcome.failed_message_ids),
+        },
+    )
+    metrics.add_metric("Sightings", MetricUnit.Count, outcome.sightings)
+    metrics.add_metric("FirstSightingsRecorded", MetricUnit.Count, outcome.first_sightings_written)
+    metrics.add_metric("MessagesRejected", MetricUnit.Count, len(outcome.rejected))
+    metrics.add_metric("MessagesRetried", MetricUnit.Count, len(outcome.failed_message_ids))
+
+    def record_handler(record: SQSRecord) -> None:
+        if record.message_id in outcome.failed_message_ids:
+            raise TransientFailure(f"message {record.message_id} will be retried")
+
+    return dict(
+        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    )

@@ -1,0 +1,208 @@
+"""UsageStore and WorkspaceDirectory on DynamoDB via PynamoDB.
+
+Usage table item layout (pk / sk):
+  WS#<workspace>#<YYYY-MM>   / DEV#<device>           a billable (or late) device-month, written once
+  NB#<workspace>#<YYYY-MM>   / DEV#<device>           a not-billable device-month (unknown / not on plan)
+  LATE#<partner>             / <YYYY-MM>#<ws>#<dev>   late usage awaiting the next invoice's adjustment
+  REJECTED#<YYYY-MM-DD>      / <message id>           a rejected message and why
+Every item expires (TTL ``expires_at``) after the retention period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from pynamodb.attributes import TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.exceptions import PynamoDBException
+from pynamodb.models import Model
+
+from billing_core.adapters.dynamodb.models import PlanItem, WorkspaceItem, partner_pk, workspace_pk
+from billing_core.adapters.dynamodb.repositories import PLAN_SK, WORKSPACE_SK, workspace_from_item
+from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.errors import TransientFailure
+from billing_core.domain.metering import Billability, DeviceMonthKey, Sighting
+from billing_core.domain.workspace import Workspace
+
+UNBOUND = "unbound-usage-table"
+# DynamoDB error codes after which the same request may succeed.
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+    }
+)
+BATCH_GET_LIMIT = 100
+T = TypeVar("T")
+
+
+class DeviceMonthItem(Model):
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    first_seen_at = UTCDateTimeAttribute()
+    event_id = UnicodeAttribute()
+    billability = UnicodeAttribute()
+    partner_id = UnicodeAttribute(null=True)
+    recorded_at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute()
+
+
+class LateUsageItem(Model):
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    workspace_id = UnicodeAttribute()
+    device_id = UnicodeAttribute()
+    month = UnicodeAttribute()
+    first_seen_at = UTCDateTimeAttribute()
+    recorded_at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute()
+
+
+class RejectionItem(Model):
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    reason = UnicodeAttribute()
+    body = UnicodeAttribute()
+    received_at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute()
+
+
+USAGE_MODELS: tuple[type[Model], ...] = (DeviceMonthItem, LateUsageItem, RejectionItem)
+
+
+def bind_usage_table(table_name: str, region: str) -> None:
+    for model in USAGE_MODELS:
+        meta: Any = model.Meta
+        meta.table_name = table_name
+        meta.region = region
+
+
+def device_month_pk(workspace_id: str, month: BillingMonth, billability: Billability) -> str:
+    prefix = "WS" if billability.billable else "NB"
+    return f"{prefix}#{workspace_id}#{month}"
+
+
+def device_sk(device_id: str) -> str:
+    return f"DEV#{device_id}"
+
+
+def _retryable(operation: Callable[[], T], what: str) -> T:
+    try:
+        return operation()
+    except PynamoDBException as error:
+        if error.cause_response_code in RETRYABLE_CODES:
+            raise TransientFailure(f"{what}: {error.cause_response_code}") from error
+        raise
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class DynamoUsageStore:
+    def __init__(self, retention: timedelta) -> None:
+        self._retention = retention
+
+    def find_recorded(self, keys: list[DeviceMonthKey], billability: Billability) -> set[DeviceMonthKey]:
+        by_item_key = {(device_month_pk(k.workspace_id, k.month, billability), device_sk(k.device_id)): k for k in keys}
+        found: set[DeviceMonthKey] = set()
+        for chunk in _chunks(list(by_item_key), BATCH_GET_LIMIT):
+            items = _retryable(
+                lambda chunk=chunk: list(  # type: ignore[misc]
+                    DeviceMonthItem.batch_get(chunk, attributes_to_get=["pk", "sk"])
+                ),
+                "reading recorded devices",
+            )
+            found.update(by_item_key[(item.pk, item.sk)] for item in items)
+        return found
+
+    def record_first_sighting(
+        self, sighting: Sighting, billability: Billability, partner_id: str | None, recorded_at: datetime
+    ) -> bool:
+        key = sighting.key
+        item = DeviceMonthItem(
+            pk=device_month_pk(key.workspace_id, key.month, billability),
+            sk=device_sk(key.device_id),
+            first_seen_at=sighting.observed_at,
+            event_id=sighting.event_id,
+            billability=billability.value,
+            partner_id=partner_id,
+            recorded_at=recorded_at,
+            expires_at=recorded_at + self._retention,
+        )
+        try:
+            _retryable(lambda: item.save(condition=DeviceMonthItem.pk.does_not_exist()), "recording a device")
+        except PynamoDBException as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                return False  # recorded meanwhile by a concurrent delivery
+            raise
+        if billability is Billability.LATE and partner_id is not None:
+            late = LateUsageItem(
+                pk=f"LATE#{partner_id}",
+                sk=f"{key.month}#{key.workspace_id}#{key.device_id}",
+                workspace_id=key.workspace_id,
+                device_id=key.device_id,
+                month=str(key.month),
+                first_seen_at=sighting.observed_at,
+                recorded_at=recorded_at,
+                expires_at=recorded_at + self._retention,
+            )
+            # Only the writer of the device-month item gets here, so this is written once too.
+            _retryable(lambda: late.save(), "recording late usage")
+        return True
+
+    def record_rejection(self, message_id: str, reason: str, body: str, received_at: datetime) -> None:
+        item = RejectionItem(
+            pk=f"REJECTED#{received_at.date().isoformat()}",
+            sk=message_id,
+            reason=reason[:1000],
+            body=body[:4000],
+            received_at=received_at,
+            expires_at=received_at + timedelta(days=30),
+        )
+        _retryable(lambda: item.save(), "recording a rejection")
+
+    def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
+        pk = device_month_pk(workspace_id, month, Billability.BILLABLE)
+        return int(_retryable(lambda: DeviceMonthItem.count(pk), "counting devices"))
+
+
+class DynamoWorkspaceDirectory:
+    def workspaces(self, workspace_ids: set[str]) -> dict[str, Workspace | None]:
+        keys = [(workspace_pk(workspace_id), WORKSPACE_SK) for workspace_id in sorted(workspace_ids)]
+        found: dict[str, Workspace | None] = {}
+        for chunk in _chunks(keys, BATCH_GET_LIMIT):
+            items = _retryable(lambda chunk=chunk: list(WorkspaceItem.batch_get(chunk)), "reading workspaces")  # type: ignore[misc]
+            found.update((item.workspace_id, workspace_from_item(item)) for item in items)
+        return found
+
+    def last_charged_months(self, partner_ids: set[str]) -> dict[str, BillingMonth | None]:
+        keys = [(partner_pk(partner_id), PLAN_SK) for partner_id in sorted(partner_ids)]
+        months: dict[str, BillingMonth | None] = dict.fromkeys(partner_ids)
+        for chunk in _chunks(keys, BATCH_GET_LIMIT):
+            items = _retryable(
+                lambda chunk=chunk: list(
+                    PlanItem.batch_get(chunk, attributes_to_get=["partner_id", "last_charged_month"])
+                ),  # type: ignore[misc]
+                "reading plans",
+            )
+            for item in items:
+                months[item.partner_id] = (
+                    BillingMonth.parse(item.last_charged_month) if item.last_charged_month else None
+                )
+        return months
