@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 LAYER_PYTHON_VERSION := 3.12
 LAYER_PLATFORM       := manylinux2014_aarch64
 
-.PHONY: up test lint typecheck unit layer clean reset install bench-import
+.PHONY: up test lint typecheck unit layer clean reset install bench-import bench-meter
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ unit: $(STAMP)
 # Cold import time of the API handlers next to `import boto3` -> bench/results/import_time.json
 bench-import: $(STAMP)
 	$(BIN)/python bench/import_time.py
+
+# Metering cost and throughput: 200,000 sightings through the meter handler and a naive baseline
+# against DynamoDB Local -> bench/results/meter.json (about 20 minutes on 2 cores)
+bench-meter: $(STAMP)
+	$(BIN)/python bench/meter_bench.py
 
 # The billing-core layer for the Lambda platform, without Docker: binary wheels for arm64 / CPython 3.12.
 # Chalice goes in without its dependencies: at run time only chalice.app is used, which needs the
