@@ -14,7 +14,6 @@ Usage: make bench-meter            (writes bench/results/meter.json)
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -39,16 +38,26 @@ from billing_core.domain.calendar import BillingMonth  # noqa: E402
 from billing_core.domain.identity import PartnerIdentity, Role  # noqa: E402
 from billing_core.schemas import ActivatePlanRequest, CreateWorkspaceRequest  # noqa: E402
 from billing_core.wiring import services  # noqa: E402
+from infra.lambda_runtime import LocalLambdaContext, load_handler, sqs_event, sqs_record  # noqa: E402
 from infra.processes import free_port  # noqa: E402
-from infra.sqs_events import sqs_event, sqs_record  # noqa: E402
 from infra.stack import LocalStack, StackConfig  # noqa: E402
 
 BATCH_SIZE = 1000
 DEVICES_PER_WORKSPACE = 100
 WORKSPACES_PER_PARTNER = 20
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:bench-MeteringQueue"
-CAPACITY_OPERATIONS = {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "BatchWriteItem", "Query",
-                       "Scan", "TransactWriteItems", "TransactGetItems"}  # fmt: skip
+CAPACITY_OPERATIONS = {
+    "GetItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchGetItem",
+    "BatchWriteItem",
+    "Query",
+    "Scan",
+    "TransactWriteItems",
+    "TransactGetItems",
+}
 
 
 class CapacityMeter:
@@ -95,24 +104,6 @@ class CapacityMeter:
         return figures
 
 
-def load_meter_handler() -> Any:
-    spec = importlib.util.spec_from_file_location("meter_app", ROOT / "functions" / "meter" / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.handler
-
-
-class Context:
-    function_name = "meter"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:meter"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
 def create_workspaces(count: int) -> list[str]:
     wired = services()
     workspace_ids: list[str] = []
@@ -148,17 +139,22 @@ def generate(
     messages = []
     for workspace_id, device_id in pairs:
         observed = since + timedelta(seconds=rng.uniform(0, span))
-        body = {"type": "sighting", "event_id": uuid.uuid4().hex, "workspace_id": workspace_id,
-                "device_id": device_id, "observed_at": observed.isoformat()}  # fmt: skip
+        body = {
+            "type": "sighting",
+            "event_id": uuid.uuid4().hex,
+            "workspace_id": workspace_id,
+            "device_id": device_id,
+            "observed_at": observed.isoformat(),
+        }
         messages.append(sqs_record(uuid.uuid4().hex, json.dumps(body), QUEUE_ARN))
     return messages, truth
 
 
 def run_real_handler(messages: list[dict[str, Any]]) -> float:
-    handler = load_meter_handler()
+    handler = load_handler(ROOT / "functions" / "meter", "app.handler", "meter_app_bench")
     started = time.perf_counter()
     for start in range(0, len(messages), BATCH_SIZE):
-        response = handler(sqs_event(messages[start : start + BATCH_SIZE]), Context())
+        response = handler(sqs_event(messages[start : start + BATCH_SIZE]), LocalLambdaContext("meter"))
         if response["batchItemFailures"]:
             raise RuntimeError(f"unexpected failures: {response['batchItemFailures'][:3]}")
     return time.perf_counter() - started
@@ -178,8 +174,9 @@ def run_naive_baseline(messages: list[dict[str, Any]], table_name: str, workers:
         client.update_item(
             TableName=table_name,
             Key={"pk": {"S": f"COUNT#{body['workspace_id']}#{month}"}, "sk": {"S": f"DEV#{body['device_id']}"}},
-            UpdateExpression="ADD sightings :one", ExpressionAttributeValues={":one": {"N": "1"}},
-        )  # fmt: skip
+            UpdateExpression="ADD sightings :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -206,24 +203,30 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "meter.json")
     args = parser.parse_args()
-    # Keep the output to the benchmark's own lines: no per-batch logs or EMF metrics.
-    os.environ.update(POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true")
     warnings.filterwarnings("ignore", message="Couldn't determine the remaining time left")
 
-    stack = LocalStack(StackConfig(dynamodb_port=free_port(), moto_port=free_port(), api_port=free_port(),
-                                   data_dir=None, stack_name="bench"))  # fmt: skip
+    stack = LocalStack(
+        StackConfig(
+            dynamodb_port=free_port(), moto_port=free_port(), api_port=free_port(), data_dir=None, stack_name="bench"
+        )
+    )
     stack.start()
+    # Keep the output to the benchmark's own lines: no per-batch logs or EMF metrics.
+    os.environ.update(POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true")
     try:
         print(f"creating {args.workspaces} workspaces…", flush=True)
         workspace_ids = create_workspaces(args.workspaces)
         joined = datetime.now(UTC)  # every workspace is on the plan from here on
         messages, truth = generate(workspace_ids, args.sightings, args.seed, since=joined)
         boto3.client("dynamodb").create_table(
-            TableName="bench-naive", BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
+            TableName="bench-naive",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        )  # fmt: skip
+        )
         meter = CapacityMeter()
         meter.install()
         meter.reset()

@@ -5,3 +5,5 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_STATE_DIR = PROJECT_ROOT / ".local"
+# Resources of the local stack are named <stack>-<LogicalId> (see infra.template.LocalNames).
+DEFAULT_STACK_NAME = "msp-local"

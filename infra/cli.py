@@ -55,11 +55,14 @@ def up(
         )
         console.print(f"[green]✓[/] Resources from template.yaml: {_describe_created(created)}")
         api = stack.serve_api()
+        pollers = stack.start_event_sources()
         from infra.walkthrough import render_walkthrough, seed_demo_partner
 
         demo = seed_demo_partner()
+        deliveries = ", ".join(f"{p.source.queue_logical_id} -> {p.source.function_logical_id}" for p in pollers)
+        console.print(f"[green]✓[/] Queue deliveries from template.yaml: {deliveries or 'none'}")
         console.print(f"[green]✓[/] Partner API on {api.url} (ready in {time.monotonic() - started_at:.1f}s)\n")
-        console.print(render_walkthrough(demo, api.url), highlight=False, soft_wrap=True)
+        console.print(render_walkthrough(demo, api.url, moto_port), highlight=False, soft_wrap=True)
         if serve:
             # Ctrl-C and SIGTERM both end the serving loop (SIGINT explicitly: a shell may start us with it ignored).
             signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -83,6 +86,23 @@ def dev_token(
 ) -> None:
     """Print a development token (Authorization header value) for the local partner API."""
     print(development_token(partner, role))
+
+
+@app.command("send-report")
+def send_report(
+    workspace: Annotated[str, typer.Option(help="Workspace id the devices were seen in")],
+    device: Annotated[list[str], typer.Option(help="A device id (repeat for each device)")],
+    moto_port: Annotated[int, typer.Option(help="Port of the running local stack's moto server")] = 5042,
+    wait: Annotated[bool, typer.Option(help="Wait until the meter function has consumed the queue")] = False,
+) -> None:
+    """Send a daily report (metering message schema v1) to the local metering queue, as an agent would."""
+    from infra.agent import send_daily_report, wait_until_consumed
+
+    message_id = send_daily_report(moto_port, workspace, device)
+    console.print(f"sent daily report {message_id} with {len(device)} device(s) for {workspace}")
+    if wait:
+        wait_until_consumed(moto_port)
+        console.print("consumed by the meter function")
 
 
 @app.command()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 from moto.server import ThreadedMotoServer
 
-from infra import LOCAL_STATE_DIR
+from infra import DEFAULT_STACK_NAME, LOCAL_STATE_DIR
 from infra.dynamodb_local import DynamoDBLocal
+from infra.lambda_runtime import SqsPoller, sqs_event_sources
 from infra.local_api import LocalApiServer, composed_partner_api
 from infra.processes import require_free_port, require_tool
 from infra.resources import create_resources
@@ -27,7 +30,7 @@ class StackConfig:
     api_port: int = 8080
     # None keeps DynamoDB Local in memory (tests); a folder keeps data between runs.
     data_dir: Path | None = DEFAULT_DATA_DIR
-    stack_name: str = "msp-local"
+    stack_name: str = DEFAULT_STACK_NAME
     region: str = "us-east-1"
     parameter_overrides: dict[str, str] = field(default_factory=lambda: {"PaymentProvider": "sandbox"})
 
@@ -47,6 +50,8 @@ class LocalStack:
         self.dynamodb = DynamoDBLocal(config.dynamodb_port, config.data_dir)
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=config.moto_port, verbose=False)
         self.api: LocalApiServer | None = None
+        self.pollers: list[SqsPoller] = []
+        self._pollers_stop = threading.Event()
         self._moto_started = False
 
     @property
@@ -97,7 +102,21 @@ class LocalStack:
         self.api.start()
         return self.api
 
+    def start_event_sources(self) -> list[SqsPoller]:
+        """Deliver every SQS event source of template.yaml to its function's real handler."""
+        sqs = boto3.client("sqs", endpoint_url=self.moto_url, region_name=self.config.region)
+        self.pollers = [
+            SqsPoller(source, sqs, self.names, self._pollers_stop) for source in sqs_event_sources(self.template)
+        ]
+        for poller in self.pollers:
+            poller.start()
+        return self.pollers
+
     def stop(self) -> None:
+        self._pollers_stop.set()
+        for poller in self.pollers:
+            poller.join(timeout=5)
+        self.pollers = []
         if self.api is not None:
             self.api.stop()
             self.api = None

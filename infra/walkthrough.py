@@ -13,6 +13,22 @@ from infra.dev_tokens import development_token
 
 
 @dataclass(frozen=True)
+class AgentStep:
+    """A metering agent reporting devices: a shell command, not an HTTP call."""
+
+    title: str
+    workspace_id: str
+    device_ids: tuple[str, ...]
+
+    def command(self, moto_port: int) -> str:
+        devices = " ".join(f"--device {shlex.quote(d)}" for d in self.device_ids)
+        return (
+            f".venv/bin/msp-billing send-report --moto-port {moto_port} --workspace {self.workspace_id} "
+            f"{devices} --wait"
+        )
+
+
+@dataclass(frozen=True)
 class WalkthroughStep:
     title: str
     expected_status: int
@@ -47,7 +63,7 @@ class DemoPartner:
     technician_token: str
     existing_workspace_id: str
 
-    def steps(self) -> list[WalkthroughStep]:
+    def steps(self) -> list[WalkthroughStep | AgentStep]:
         activation = '{"payment_method": "pm_card_visa", "currency": "USD"}'
         return [
             WalkthroughStep(
@@ -86,7 +102,12 @@ class DemoPartner:
                 "GET",
                 f"/workspaces/{self.existing_workspace_id}/licence",
             ),
-            WalkthroughStep("Plan status: state, covered through, next charge date, workspaces", 200, "GET", "/plan"),
+            AgentStep(
+                "A metering agent reports the workspace's devices (SQS -> meter function)",
+                self.existing_workspace_id,
+                ("laptop-01", "laptop-02", "server-01"),
+            ),
+            WalkthroughStep("Plan status with this month's seats per workspace", 200, "GET", "/plan"),
         ]
 
 
@@ -105,7 +126,7 @@ def seed_demo_partner() -> DemoPartner:
     )
 
 
-def render_walkthrough(demo: DemoPartner, api_url: str) -> str:
+def render_walkthrough(demo: DemoPartner, api_url: str, moto_port: int) -> str:
     lines = [
         f"Demo partner {demo.partner_id} is seeded. Try the partner API (expected status after each body):",
         "",
@@ -113,7 +134,10 @@ def render_walkthrough(demo: DemoPartner, api_url: str) -> str:
         "",
     ]
     for number, step in enumerate(demo.steps(), start=1):
-        lines += [f"# {number}. {step.title}  -> {step.expected_status}", step.curl(api_url), ""]
+        if isinstance(step, AgentStep):
+            lines += [f"# {number}. {step.title}", step.command(moto_port), ""]
+        else:
+            lines += [f"# {number}. {step.title}  -> {step.expected_status}", step.curl(api_url), ""]
     lines += [
         "# A technician may manage workspaces but not billing (-> 403):",
         f"curl -s -w '\\n%{{http_code}}\\n' {api_url}/plan -H \"Authorization: {demo.technician_token}\"",

@@ -167,8 +167,11 @@ class InMemoryUsageStore:
         )
 
     def seats(self, workspace_id: str, month: BillingMonth) -> set[str]:
-        return {key.device_id for (key, billable) in self.devices if billable and key.workspace_id == workspace_id
-                and key.month == month}  # fmt: skip
+        return {
+            key.device_id
+            for (key, billable) in self.devices
+            if billable and key.workspace_id == workspace_id and key.month == month
+        }
 
 
 @dataclass

@@ -3,18 +3,21 @@ walk-through it prints works over HTTP against the local server; Ctrl-C stops ev
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from infra import PROJECT_ROOT
 from infra.processes import free_port
 
 pytestmark = pytest.mark.e2e
@@ -38,44 +41,67 @@ def read_until(process: subprocess.Popen[str], marker: str, timeout_s: float = 1
 
 
 @pytest.fixture
-def running_system() -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+def running_system() -> Iterator[tuple[subprocess.Popen[str], list[str], list[str], threading.Thread]]:
     ports = [free_port(), free_port(), free_port()]
     process = subprocess.Popen(
-        [MSP_BILLING, "up", "--in-memory", f"--api-port={ports[0]}", f"--dynamodb-port={ports[1]}",
-         f"--moto-port={ports[2]}"],
+        [
+            MSP_BILLING,
+            "up",
+            "--in-memory",
+            f"--api-port={ports[0]}",
+            f"--dynamodb-port={ports[1]}",
+            f"--moto-port={ports[2]}",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "COLUMNS": "10000"},
-    )  # fmt: skip
+    )
     try:
-        yield process, read_until(process, "Serving.")
+        output = read_until(process, "Serving.")
+        # Keep reading what the server logs, so a full pipe never blocks it.
+        rest: list[str] = []
+        drain = threading.Thread(target=lambda: rest.extend(process.stdout or []), daemon=True)
+        drain.start()
+        yield process, output, rest, drain
     finally:
         if process.poll() is None:
             process.kill()
 
 
 def test_walkthrough_works_over_http_and_ctrl_c_stops_cleanly(
-    running_system: tuple[subprocess.Popen[str], list[str]],
+    running_system: tuple[subprocess.Popen[str], list[str], list[str], threading.Thread],
 ) -> None:
-    process, output = running_system
+    process, output, rest, drain = running_system
     exports = [line for line in output if line.startswith("export TOKEN=")]
     steps = [
-        (int(match.group(1)), output[index + 1])
+        (match.group(2), output[index + 1])
         for index, line in enumerate(output)
-        if (match := re.match(r"# \d+\. .*  -> (\d{3})$", line))
+        if (match := re.match(r"# \d+\. (.*?)(?:  -> (\d{3}))?$", line))
+        and index + 1 < len(output)
+        and output[index + 1].startswith(("curl", ".venv/bin/msp-billing"))
     ]
-    assert exports and len(steps) >= 4, "\n".join(output)
-    assert [status for status, _ in steps[:2]] == [201, 409]
-    for expected_status, curl in steps:
-        result = subprocess.run(["bash", "-c", f"{exports[0]}\n{curl}"], capture_output=True, text=True, timeout=30)
-        status = int(result.stdout.strip().splitlines()[-1])
-        assert status == expected_status, (curl, result.stdout)
+    assert exports and len(steps) >= 6, "\n".join(output)
+    assert [status for status, _ in steps[:2]] == ["201", "409"]
+    last_body = ""
+    for expected_status, command in steps:
+        result = subprocess.run(
+            ["bash", "-c", f"{exports[0]}\n{command}"], capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT
+        )
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        if expected_status:
+            *body_lines, status = result.stdout.strip().splitlines()
+            assert int(status) == int(expected_status), (command, result.stdout)
+            last_body = "\n".join(body_lines)
+    # The final plan status shows the devices the agent reported, delivered through SQS to the meter function.
+    plan = json.loads(last_body)
+    seats = {w["workspace_id"]: w["devices_this_month"] for w in plan["workspaces_on_plan"]}
+    assert 3 in seats.values(), plan
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 0
-    remaining = process.stdout.read() if process.stdout else ""
-    assert "Stopped the local stack." in remaining
+    drain.join(timeout=5)
+    assert any("Stopped the local stack." in line for line in rest)
 
 
 def test_a_taken_port_is_a_clear_error() -> None:
@@ -84,13 +110,19 @@ def test_a_taken_port_is_a_clear_error() -> None:
         blocker.listen()
         taken = blocker.getsockname()[1]
         result = subprocess.run(
-            [MSP_BILLING, "up", "--in-memory", f"--api-port={taken}", f"--dynamodb-port={free_port()}",
-             f"--moto-port={free_port()}"],
+            [
+                MSP_BILLING,
+                "up",
+                "--in-memory",
+                f"--api-port={taken}",
+                f"--dynamodb-port={free_port()}",
+                f"--moto-port={free_port()}",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
             env={**os.environ, "COLUMNS": "10000"},
-        )  # fmt: skip
+        )
     assert result.returncode == 2
     assert f"port {taken}" in result.stdout and "already in use" in result.stdout
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,7 +21,7 @@ from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.schemas import ActivatePlanRequest, CreateWorkspaceRequest
 from billing_core.wiring import services
 from infra import PROJECT_ROOT
-from infra.sqs_events import sqs_event, sqs_record
+from infra.lambda_runtime import Handler, LocalLambdaContext, load_handler, sqs_event, sqs_record
 from infra.stack import LocalStack
 from tests.helpers import auth_headers, new_partner_id
 
@@ -32,22 +30,8 @@ QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:msp-test-MeteringQueue"
 
 
 @pytest.fixture(scope="module")
-def meter(local_stack: LocalStack) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("meter_app", PROJECT_ROOT / "functions" / "meter" / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class LambdaContext:
-    function_name = "meter"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:meter"
-    aws_request_id = "req"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+def meter(local_stack: LocalStack) -> Handler:
+    return load_handler(PROJECT_ROOT / "functions" / "meter", "app.handler", "meter_app_under_test")
 
 
 def partner_with_workspace(max_devices: int) -> tuple[str, str]:
@@ -61,8 +45,9 @@ def partner_with_workspace(max_devices: int) -> tuple[str, str]:
     return partner, workspace.workspace_id
 
 
-def message(workspace_id: str, *, device: str | None = None, devices: list[str] | None = None,
-            at: datetime | None = None) -> dict[str, Any]:  # fmt: skip
+def message(
+    workspace_id: str, *, device: str | None = None, devices: list[str] | None = None, at: datetime | None = None
+) -> dict[str, Any]:
     observed = (at or datetime.now(UTC)).isoformat()
     body: dict[str, Any] = {"event_id": uuid.uuid4().hex, "workspace_id": workspace_id, "observed_at": observed}
     if devices is not None:
@@ -72,8 +57,8 @@ def message(workspace_id: str, *, device: str | None = None, devices: list[str] 
     return sqs_record(uuid.uuid4().hex, json.dumps(body), QUEUE_ARN)
 
 
-def invoke(meter: ModuleType, records: list[dict[str, Any]]) -> list[str]:
-    response = meter.handler(sqs_event(records), LambdaContext())
+def invoke(meter: Handler, records: list[dict[str, Any]]) -> list[str]:
+    response = meter(sqs_event(records), LocalLambdaContext("meter"))
     return [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
 
 
@@ -83,11 +68,14 @@ def devices_recorded(workspace_id: str, prefix: str = "WS") -> set[str]:
 
 
 def test_a_batch_delivered_twice_counts_each_device_once_and_plan_status_shows_capped_seats(
-    meter: ModuleType, client: Client
+    meter: Handler, client: Client
 ) -> None:
     partner, workspace = partner_with_workspace(max_devices=2)
-    batch = [message(workspace, device="d1"), message(workspace, devices=["d1", "d2", "d3"]),
-             message(workspace, device="d2")]  # fmt: skip
+    batch = [
+        message(workspace, device="d1"),
+        message(workspace, devices=["d1", "d2", "d3"]),
+        message(workspace, device="d2"),
+    ]
     assert invoke(meter, batch) == []
     assert invoke(meter, batch) == []
     assert devices_recorded(workspace) == {"d1", "d2", "d3"}
@@ -97,13 +85,23 @@ def test_a_batch_delivered_twice_counts_each_device_once_and_plan_status_shows_c
 
 
 def test_a_mixed_batch_rejects_bad_messages_and_records_unknown_workspaces_as_not_billable(
-    meter: ModuleType,
+    meter: Handler,
 ) -> None:
     _, workspace = partner_with_workspace(max_devices=10)
     future = message(workspace, device="d-future", at=datetime.now(UTC) + timedelta(minutes=10))
     malformed = sqs_record("bad-json", "{not json", QUEUE_ARN)
-    invalid = sqs_record("no-device", json.dumps({"type": "sighting", "event_id": "e", "workspace_id": workspace,
-                                                  "observed_at": datetime.now(UTC).isoformat()}), QUEUE_ARN)  # fmt: skip
+    invalid = sqs_record(
+        "no-device",
+        json.dumps(
+            {
+                "type": "sighting",
+                "event_id": "e",
+                "workspace_id": workspace,
+                "observed_at": datetime.now(UTC).isoformat(),
+            }
+        ),
+        QUEUE_ARN,
+    )
     unknown_workspace = f"ws_unknown_{uuid.uuid4().hex[:8]}"
     batch = [message(workspace, device="d1"), future, malformed, invalid, message(unknown_workspace, device="x1")]
     assert invoke(meter, batch) == []
@@ -116,7 +114,7 @@ def test_a_mixed_batch_rejects_bad_messages_and_records_unknown_workspaces_as_no
     assert "ahead of the server clock" in reasons[future["messageId"]]
 
 
-def test_a_throttled_write_fails_only_its_record(meter: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_throttled_write_fails_only_its_record(meter: Handler, monkeypatch: pytest.MonkeyPatch) -> None:
     _, workspace = partner_with_workspace(max_devices=10)
     original_save: Callable[..., Any] = DeviceMonthItem.save
 
@@ -136,7 +134,7 @@ def test_a_throttled_write_fails_only_its_record(meter: ModuleType, monkeypatch:
     assert devices_recorded(workspace) == {"d1", "d2", "d-throttled"}
 
 
-def test_a_sighting_for_a_charged_month_becomes_late_usage(meter: ModuleType) -> None:
+def test_a_sighting_for_a_charged_month_becomes_late_usage(meter: Handler) -> None:
     partner, workspace = partner_with_workspace(max_devices=10)
     store = services().activation.plans
     now = datetime.now(UTC)

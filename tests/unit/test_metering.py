@@ -26,18 +26,22 @@ def live_plan(partner_id: str) -> Plan:
     return (
         Plan(partner_id)
         .begin_activation(start)
-        .complete_activation(now=start, currency="USD", price_list_version="2026-01", customer_ref="c",
-                             payment_method_ref="pm")
-    )  # fmt: skip
+        .complete_activation(
+            now=start, currency="USD", price_list_version="2026-01", customer_ref="c", payment_method_ref="pm"
+        )
+    )
 
 
 def world(max_devices: int = 100) -> tuple[InMemoryBillingStore, InMemoryUsageStore, MeteringService]:
     store = InMemoryBillingStore()
     store.plans["p1"] = live_plan("p1")
     workspace = Workspace("ws1", "p1", "Acme", created_at=NOW - timedelta(days=50)).put_on_plan(
-        plan=store.plans["p1"], prices=PRICE_LIST_2026_01, edition="anti-malware", max_devices=max_devices,
+        plan=store.plans["p1"],
+        prices=PRICE_LIST_2026_01,
+        edition="anti-malware",
+        max_devices=max_devices,
         now=NOW - timedelta(days=50),
-    )  # fmt: skip
+    )
     store.workspaces["ws1"] = workspace
     store.workspaces["ws-off"] = Workspace("ws-off", "p1", "Off plan", created_at=NOW - timedelta(days=50))
     usage = InMemoryUsageStore()
@@ -45,14 +49,25 @@ def world(max_devices: int = 100) -> tuple[InMemoryBillingStore, InMemoryUsageSt
 
 
 def sighting(event_id: str, device: str, *, workspace: str = "ws1", at: datetime = NOW) -> InboundMessage:
-    body = {"type": "sighting", "event_id": event_id, "workspace_id": workspace, "device_id": device,
-            "observed_at": at.isoformat()}  # fmt: skip
+    body = {
+        "type": "sighting",
+        "event_id": event_id,
+        "workspace_id": workspace,
+        "device_id": device,
+        "observed_at": at.isoformat(),
+    }
     return InboundMessage(f"m-{event_id}", json.dumps(body))
 
 
 def report(event_id: str, devices: list[str], *, workspace: str = "ws1", at: datetime = NOW) -> InboundMessage:
-    body = {"type": "daily_report", "event_id": event_id, "workspace_id": workspace, "device_ids": devices,
-            "observed_at": at.isoformat(), "agent": {"product": "protect", "version": "9.1"}}  # fmt: skip
+    body = {
+        "type": "daily_report",
+        "event_id": event_id,
+        "workspace_id": workspace,
+        "device_ids": devices,
+        "observed_at": at.isoformat(),
+        "agent": {"product": "protect", "version": "9.1"},
+    }
     return InboundMessage(f"m-{event_id}", json.dumps(body))
 
 
@@ -78,15 +93,27 @@ def test_mixed_batch_rejects_only_the_bad_messages() -> None:
     batch = [
         sighting("ok", "d1"),
         InboundMessage("m-not-json", "{nope"),
-        InboundMessage("m-no-device", json.dumps({"type": "sighting", "event_id": "x", "workspace_id": "ws1",
-                                                  "observed_at": NOW.isoformat()})),
-        InboundMessage("m-naive-time", json.dumps({"type": "sighting", "event_id": "y", "workspace_id": "ws1",
-                                                   "device_id": "d9", "observed_at": "2026-11-20T10:00:00"})),
+        InboundMessage(
+            "m-no-device",
+            json.dumps({"type": "sighting", "event_id": "x", "workspace_id": "ws1", "observed_at": NOW.isoformat()}),
+        ),
+        InboundMessage(
+            "m-naive-time",
+            json.dumps(
+                {
+                    "type": "sighting",
+                    "event_id": "y",
+                    "workspace_id": "ws1",
+                    "device_id": "d9",
+                    "observed_at": "2026-11-20T10:00:00",
+                }
+            ),
+        ),
         sighting("future", "d2", at=NOW + timedelta(minutes=6)),
         sighting("skew-ok", "d3", at=NOW + timedelta(minutes=4)),
         sighting("unknown", "d4", workspace="ws-nobody"),
         sighting("off-plan", "d5", workspace="ws-off"),
-    ]  # fmt: skip
+    ]
     outcome = metering.record_batch(batch)
     assert outcome.failed_message_ids == set()
     assert set(outcome.rejected) == {"m-not-json", "m-no-device", "m-naive-time", "m-future"}
@@ -172,8 +199,10 @@ SIGHTINGS = st.lists(
 def test_any_reordering_and_duplication_gives_the_same_seats(
     sightings: list[tuple[str, str, int]], data: st.DataObject
 ) -> None:
-    messages = [sighting(f"e{i}", device, workspace=ws, at=NOW - timedelta(hours=h))
-                for i, (ws, device, h) in enumerate(sightings)]  # fmt: skip
+    messages = [
+        sighting(f"e{i}", device, workspace=ws, at=NOW - timedelta(hours=h))
+        for i, (ws, device, h) in enumerate(sightings)
+    ]
     _, reference_usage, reference = world(max_devices=5)
     reference.record_batch(messages)
 

@@ -1,0 +1,56 @@
+"""A minimal metering agent for the local stack: sends schema-v1 messages to the metering queue."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+
+from infra import DEFAULT_STACK_NAME
+from infra.processes import LocalStackError
+from infra.template import LocalNames
+
+
+def _queue(moto_port: int) -> tuple[Any, str]:
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=f"http://127.0.0.1:{moto_port}",
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - the moto server ignores credentials
+    )
+    try:
+        url = sqs.get_queue_url(QueueName=LocalNames(DEFAULT_STACK_NAME).physical("MeteringQueue"))["QueueUrl"]
+    except Exception as error:
+        raise LocalStackError(f"no local metering queue on port {moto_port}; is `msp-billing up` running?") from error
+    return sqs, url
+
+
+def send_daily_report(moto_port: int, workspace_id: str, device_ids: list[str]) -> str:
+    sqs, url = _queue(moto_port)
+    body = {
+        "type": "daily_report",
+        "schema_version": 1,
+        "event_id": f"local-{uuid.uuid4().hex}",
+        "workspace_id": workspace_id,
+        "observed_at": datetime.now(UTC).isoformat(),
+        "device_ids": device_ids,
+        "agent": {"product": "msp-billing local agent", "version": "1"},
+    }
+    return str(sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))["MessageId"])
+
+
+def wait_until_consumed(moto_port: int, timeout_s: float = 30) -> None:
+    sqs, url = _queue(moto_port)
+    deadline = time.monotonic() + timeout_s
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    while time.monotonic() < deadline:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        if all(int(attributes.get(name, "0")) == 0 for name in names):
+            return
+        time.sleep(0.2)
+    raise LocalStackError(f"the metering queue was not consumed within {timeout_s:.0f}s")
