@@ -17,7 +17,7 @@ from billing_core.domain.payments import PaymentProviderUnavailable
 from billing_core.domain.plan import PlanState
 from billing_core.schemas import ActivatePlanRequest
 from billing_core.settings import BillingSettings
-from billing_core.wiring import build_services
+from billing_core.wiring import Services
 from tests.fakes import RecordingPaymentProvider
 from tests.helpers import new_partner_id
 
@@ -31,7 +31,7 @@ def owner(partner_id: str) -> PartnerIdentity:
 
 def test_concurrent_activations_with_different_keys_charge_once(settings: BillingSettings) -> None:
     provider = RecordingPaymentProvider()
-    services = build_services(settings, payments=provider)
+    services = Services(settings, payments=provider)
     partner = new_partner_id()
 
     def attempt(number: int) -> str:
@@ -68,7 +68,7 @@ def test_a_stale_write_is_refused_and_writes_nothing(settings: BillingSettings) 
 
 def test_provider_timeout_after_charging_is_reconciled_by_retrying_the_same_key(settings: BillingSettings) -> None:
     provider = RecordingPaymentProvider(fail_after_accepting=1)
-    services = build_services(settings, payments=provider)
+    services = Services(settings, payments=provider)
     partner = new_partner_id()
     with pytest.raises(PaymentProviderUnavailable):
         services.activation.activate_monthly_billing(owner(partner), "key-1", VISA)

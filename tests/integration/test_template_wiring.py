@@ -114,3 +114,30 @@ def test_lambda_entry_point_handles_api_gateway_events(
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout.strip().splitlines()[-1])
     assert response["statusCode"] == status, response
+
+
+def test_metering_queue_wiring() -> None:
+    template = load_template()
+    resources = template["Resources"]
+    queue = resources["MeteringQueue"]["Properties"]
+    meter = resources["MeterFunction"]["Properties"]
+    (event,) = meter["Events"].values()
+    assert event["Type"] == "SQS" and event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert event["Properties"]["BatchSize"] >= 100 and event["Properties"]["MaximumBatchingWindowInSeconds"] > 0
+    assert queue["VisibilityTimeout"] == 6 * meter["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["MeteringDeadLetterQueue", "Arn"]}
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 2
+    alarm = resources["MeteringDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["MeteringDeadLetterQueue", "QueueName"]}
+
+
+def test_local_queues_have_the_template_redrive_policy(local_stack: LocalStack) -> None:
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=local_stack.moto_url, region_name="us-east-1")
+    url = sqs.get_queue_url(QueueName=local_stack.names.physical("MeteringQueue"))["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"].endswith(local_stack.names.physical("MeteringDeadLetterQueue"))
+    assert int(redrive["maxReceiveCount"]) == 5
+    assert attributes["VisibilityTimeout"] == "360"
