@@ -15,6 +15,7 @@ from billing_core.adapters.payments.sandbox import SandboxPaymentProvider
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import ConcurrentModification, IdempotencyKeyReused, TransientFailure
+from billing_core.domain.invoicing import Invoice
 from billing_core.domain.metering import Billability, DeviceMonthKey, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable, PaymentRecord
 from billing_core.domain.plan import Plan
@@ -185,3 +186,49 @@ class InMemoryWorkspaceDirectory:
 
     def last_charged_months(self, partner_ids: set[str]) -> dict[str, BillingMonth | None]:
         return {p: self.store.load_plan(p).last_charged_month for p in partner_ids}
+
+
+@dataclass
+class InMemoryInvoiceStore:
+    invoices: dict[tuple[str, str], Invoice] = field(default_factory=dict)
+    payments: dict[tuple[str, str, int], PaymentRecord] = field(default_factory=dict)
+    audit: list[AuditEvent] = field(default_factory=list)
+
+    def load_invoice(self, partner_id: str, month: BillingMonth) -> Invoice | None:
+        return self.invoices.get((partner_id, str(month)))
+
+    def save_invoice(self, invoice: Invoice, *, audit: AuditEvent, payment: PaymentRecord | None = None) -> Invoice:
+        key = (invoice.partner_id, str(invoice.month))
+        stored = self.invoices.get(key)
+        if (stored.version if stored else None) != invoice.version:
+            raise ConcurrentModification("invoice changed")
+        if payment is not None:
+            payment_key = (payment.partner_id, payment.purpose, payment.attempt)
+            if payment_key in self.payments:
+                raise ConcurrentModification("payment already recorded")
+            self.payments[payment_key] = payment
+        saved = replace(invoice, version=(invoice.version or 0) + 1)
+        self.invoices[key] = saved
+        self.audit.append(audit)
+        return saved
+
+    def list_invoices(self, partner_id: str, *, limit: int, after: str | None) -> tuple[list[Invoice], str | None]:
+        mine = sorted(
+            (i for (p, _), i in self.invoices.items() if p == partner_id), key=lambda i: i.month, reverse=True
+        )
+        if after:
+            mine = [i for i in mine if str(i.month) < after]
+        page = mine[:limit]
+        return page, (str(page[-1].month) if len(mine) > limit else None)
+
+
+@dataclass
+class RecordingNotifier:
+    reports: list[Invoice] = field(default_factory=list)
+    failures: list[Invoice] = field(default_factory=list)
+
+    def send_billing_report(self, invoice: Invoice) -> None:
+        self.reports.append(invoice)
+
+    def send_payment_failed(self, invoice: Invoice) -> None:
+        self.failures.append(invoice)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.invoicing import Invoice
 from billing_core.domain.metering import Billability, DeviceMonthKey, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentRecord, SavedPaymentMethod
 from billing_core.domain.plan import Plan
@@ -100,3 +101,22 @@ class WorkspaceDirectory(Protocol):
     def workspaces(self, workspace_ids: set[str]) -> Mapping[str, Workspace | None]: ...
 
     def last_charged_months(self, partner_ids: set[str]) -> Mapping[str, BillingMonth | None]: ...
+
+
+class InvoiceStore(Protocol):
+    def load_invoice(self, partner_id: str, month: BillingMonth) -> Invoice | None: ...
+
+    def save_invoice(self, invoice: Invoice, *, audit: AuditEvent, payment: PaymentRecord | None = None) -> Invoice:
+        """Atomically write the invoice (created once per partner and month, then only if unchanged since
+        loaded), its audit event and, for a successful charge, the payment record."""
+        ...
+
+    def list_invoices(self, partner_id: str, *, limit: int, after: str | None) -> tuple[list[Invoice], str | None]:
+        """Newest first; ``after`` is the cursor returned by the previous page."""
+        ...
+
+
+class BillingNotifier(Protocol):
+    def send_billing_report(self, invoice: Invoice) -> None: ...
+
+    def send_payment_failed(self, invoice: Invoice) -> None: ...

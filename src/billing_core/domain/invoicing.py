@@ -1,0 +1,220 @@
+"""Rating a partner's month into an invoice, and the invoice's payment state machine.
+
+Rounding rule: every amount is seats x a per-seat price in integer minor units, so no rounding ever
+happens. Nothing is prorated: the activation month is covered by the fee, every later month is billed
+whole. (Should a fractional rule ever be added, it rounds each line half-to-even to the minor unit
+before summing, so the total always equals the sum of the printed lines.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from billing_core.domain.calendar import BillingMonth, require_utc
+from billing_core.domain.errors import Conflict
+from billing_core.domain.money import Money
+from billing_core.domain.plan import Plan
+from billing_core.domain.pricing import PriceList
+
+# A declined charge is retried on these days of the month after the run (the 1st); after the last
+# failure the plan is past due.
+RETRY_DAYS = (3, 5, 7)
+
+
+class InvoiceStatus(StrEnum):
+    DRAFT = "draft"  # rated, not yet paid
+    PAID = "paid"
+    NOTHING_DUE = "nothing_due"  # zero total: no payment attempt, still reported
+    PAYMENT_FAILED = "payment_failed"  # a retry is scheduled
+    PAST_DUE = "past_due"  # the last retry failed
+
+
+@dataclass(frozen=True)
+class WorkspaceMonthUsage:
+    workspace_id: str
+    name: str
+    edition: str
+    max_devices: int
+    devices: int  # distinct billable devices recorded for the month
+
+
+@dataclass(frozen=True)
+class LateDevices:
+    """Devices first reported after their month was charged, grouped by month and workspace."""
+
+    month: BillingMonth
+    workspace_id: str
+    devices: int
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    workspace_id: str
+    description: str
+    edition: str
+    seats: int
+    devices: int
+    unit_price: Money
+    amount: Money
+    month: BillingMonth  # the month the seats were used in (earlier for adjustments)
+    adjustment: bool = False
+
+
+@dataclass(frozen=True)
+class Invoice:
+    partner_id: str
+    month: BillingMonth
+    currency: str
+    price_list_version: str
+    lines: tuple[InvoiceLine, ...]
+    created_at: datetime
+    status: InvoiceStatus = InvoiceStatus.DRAFT
+    payment_attempts: int = 0
+    payment_attempt_started_at: datetime | None = None
+    next_retry_on: date | None = None
+    failure_code: str | None = None
+    payment_id: str | None = None
+    paid_at: datetime | None = None
+    reported_at: datetime | None = None
+    # Failed payment attempts already e-mailed about (each failure is e-mailed once).
+    failures_notified: int = 0
+    version: int | None = None
+
+    @property
+    def total(self) -> Money:
+        total = Money.zero(self.currency)
+        for line in self.lines:
+            total = total + line.amount
+        return total
+
+    @property
+    def settled(self) -> bool:
+        return self.status in (InvoiceStatus.PAID, InvoiceStatus.NOTHING_DUE)
+
+    @property
+    def needs_report(self) -> bool:
+        return self.settled and self.reported_at is None
+
+    @property
+    def needs_failure_notice(self) -> bool:
+        failed = self.status in (InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.PAST_DUE)
+        return failed and self.failures_notified < self.payment_attempts
+
+    def payment_key(self) -> str:
+        """Provider idempotency key of the current attempt: partner + month + attempt number. A retry
+        after a crash reuses it; a retry after a recorded decline is a new attempt with a new key."""
+        return f"month:{self.partner_id}:{self.month}:attempt-{self.payment_attempts}"
+
+    def due_for_payment(self, today: date) -> bool:
+        if self.status is InvoiceStatus.DRAFT:
+            return self.total.amount_minor > 0
+        return (
+            self.status is InvoiceStatus.PAYMENT_FAILED
+            and self.next_retry_on is not None
+            and today >= self.next_retry_on
+        )
+
+    def begin_payment_attempt(self, now: datetime) -> Invoice:
+        """Claim the next attempt before calling the provider. An attempt already claimed but without
+        an outcome (the worker died) is resumed with the same number, so its key is reused."""
+        if self.settled or self.status is InvoiceStatus.PAST_DUE:
+            raise Conflict(f"invoice {self.partner_id}/{self.month} is {self.status.value}")
+        if self.payment_attempt_started_at is not None:
+            return self
+        return replace(self, payment_attempts=self.payment_attempts + 1, payment_attempt_started_at=require_utc(now))
+
+    def record_payment(self, payment_id: str, now: datetime) -> Invoice:
+        return replace(
+            self,
+            status=InvoiceStatus.PAID,
+            payment_id=payment_id,
+            paid_at=require_utc(now),
+            payment_attempt_started_at=None,
+            next_retry_on=None,
+            failure_code=None,
+        )
+
+    def record_decline(self, failure_code: str) -> Invoice:
+        attempt = self.payment_attempts
+        if attempt <= len(RETRY_DAYS):
+            retry_day = RETRY_DAYS[attempt - 1]
+            first = self.month.next().first_day
+            return replace(
+                self,
+                status=InvoiceStatus.PAYMENT_FAILED,
+                failure_code=failure_code,
+                next_retry_on=first + timedelta(days=retry_day - 1),
+                payment_attempt_started_at=None,
+            )
+        return replace(
+            self,
+            status=InvoiceStatus.PAST_DUE,
+            failure_code=failure_code,
+            next_retry_on=None,
+            payment_attempt_started_at=None,
+        )
+
+
+@dataclass(frozen=True)
+class MonthToRate:
+    plan: Plan
+    month: BillingMonth
+    usage: list[WorkspaceMonthUsage]
+    late: list[LateDevices] = field(default_factory=list)
+    # Seats already invoiced per (month, workspace), so late devices never push a month past its cap.
+    invoiced_seats: dict[tuple[BillingMonth, str], tuple[int, int]] = field(default_factory=dict)
+    # max_devices and edition per workspace for late-usage lines (the workspace's current licence).
+    workspaces: dict[str, WorkspaceMonthUsage] = field(default_factory=dict)
+
+
+def is_billable_month(plan: Plan, month: BillingMonth) -> bool:
+    """The activation month is covered by the fee; every later month the plan was live in is billed."""
+    first = plan.first_billable_month()
+    return first is not None and month >= first
+
+
+def rate_month(request: MonthToRate, prices: PriceList, now: datetime) -> Invoice:
+    plan, month = request.plan, request.month
+    if plan.currency is None or not is_billable_month(plan, month):
+        raise Conflict(f"{month} is not a billable month for partner {plan.partner_id}")
+    currency = plan.currency
+    lines: list[InvoiceLine] = []
+    for usage in sorted(request.usage, key=lambda u: (u.name, u.workspace_id)):
+        seats = min(usage.devices, usage.max_devices)
+        unit = prices.seat_price(usage.edition, currency)
+        lines.append(
+            InvoiceLine(
+                usage.workspace_id, usage.name, usage.edition, seats, usage.devices, unit, unit.times(seats), month
+            )
+        )
+    for late in sorted(request.late, key=lambda item: (item.month, item.workspace_id)):
+        workspace = request.workspaces.get(late.workspace_id)
+        if workspace is None:
+            continue
+        invoiced_seats, invoiced_devices = request.invoiced_seats.get((late.month, late.workspace_id), (0, 0))
+        seats = max(min(invoiced_devices + late.devices, workspace.max_devices) - invoiced_seats, 0)
+        unit = prices.seat_price(workspace.edition, currency)
+        lines.append(
+            InvoiceLine(
+                late.workspace_id,
+                f"{workspace.name}: late usage for {late.month}",
+                workspace.edition,
+                seats,
+                late.devices,
+                unit,
+                unit.times(seats),
+                late.month,
+                adjustment=True,
+            )
+        )
+    invoice = Invoice(
+        partner_id=plan.partner_id,
+        month=month,
+        currency=currency,
+        price_list_version=prices.version,
+        lines=tuple(lines),
+        created_at=require_utc(now),
+    )
+    return invoice if invoice.total.amount_minor > 0 else replace(invoice, status=InvoiceStatus.NOTHING_DUE)

@@ -1,0 +1,166 @@
+"""Charging one partner for one month: rate, pay at most once, report. Safe to re-run at any point.
+
+Every step leaves a durable mark before the next begins, so a worker that dies anywhere is simply run
+again (the charge queue redelivers the message):
+
+1. the invoice is rated and created once per partner and month (conditional write);
+2. a payment attempt is claimed on the invoice (attempt number + start time) before the provider is
+   called, and the provider key is derived from partner, month and attempt, so a re-run after a crash
+   reaches the provider with the same key and reconciles instead of charging again;
+3. the outcome (paid / declined with the next retry date / past due) is written with the payment
+   record and an audit event in one transaction;
+4. the e-mail is sent and then marked as sent. A crash between those two sends it again (at least
+   once); nothing else can repeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from billing_core.domain.audit import AuditEvent
+from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.errors import ConcurrentModification, PaymentDeclined
+from billing_core.domain.invoicing import (
+    Invoice,
+    InvoiceStatus,
+    MonthToRate,
+    WorkspaceMonthUsage,
+    is_billable_month,
+    rate_month,
+)
+from billing_core.domain.payments import ChargeOutcome, ChargeRequest, ChargeStatus, PaymentRecord, SavedPaymentMethod
+from billing_core.domain.plan import Plan, PlanState
+from billing_core.domain.pricing import PriceList
+from billing_core.ports import (
+    BillingNotifier,
+    Clock,
+    InvoiceStore,
+    PaymentProvider,
+    PlanStore,
+    UsageStore,
+    WorkspaceStore,
+)
+
+ACTOR = "monthly-charge-run"
+
+
+@dataclass
+class MonthlyChargeService:
+    plans: PlanStore
+    workspaces: WorkspaceStore
+    invoices: InvoiceStore
+    usage: UsageStore
+    payments: PaymentProvider
+    notifier: BillingNotifier
+    clock: Clock
+    prices: PriceList
+
+    def charge_partner_for_month(self, partner_id: str, month: BillingMonth) -> Invoice | None:
+        """Bring the partner's invoice for ``month`` as far as it can go today. None if the month is
+        not billable for this partner (never activated, activation month, or plan not live)."""
+        plan = self.plans.load_plan(partner_id)
+        if not plan.is_live or not is_billable_month(plan, month):
+            return None
+        invoice = self.invoices.load_invoice(partner_id, month) or self._rate(plan, month)
+        if invoice.payment_attempt_started_at is not None or invoice.due_for_payment(self.clock.now().date()):
+            invoice = self._pay(plan, invoice)
+        return self._notify(invoice)
+
+    def _rate(self, plan: Plan, month: BillingMonth) -> Invoice:
+        on_plan = [w for w in self.workspaces.list_workspaces(plan.partner_id) if w.on_plan]
+        usage = [
+            WorkspaceMonthUsage(
+                w.workspace_id,
+                w.name,
+                w.edition or "",
+                w.max_devices or 0,
+                self.usage.count_devices(w.workspace_id, month),
+            )
+            for w in on_plan
+        ]
+        invoice = rate_month(MonthToRate(plan, month, usage), self.prices, self.clock.now())
+        try:
+            return self.invoices.save_invoice(
+                invoice,
+                audit=self._audit(invoice, "invoice_created", total=invoice.total.to_dict(), lines=len(invoice.lines)),
+            )
+        except ConcurrentModification:
+            existing = self.invoices.load_invoice(plan.partner_id, month)  # another worker created it first
+            assert existing is not None
+            return existing
+
+    def _pay(self, plan: Plan, invoice: Invoice) -> Invoice:
+        claimed = invoice.begin_payment_attempt(self.clock.now())
+        if claimed is not invoice:
+            claimed = self.invoices.save_invoice(
+                claimed, audit=self._audit(claimed, "payment_attempt_started", attempt=claimed.payment_attempts)
+            )
+        outcome = self._charge(plan, claimed)
+        now = self.clock.now()
+        if outcome.succeeded:
+            assert outcome.provider_payment_id is not None
+            paid = claimed.record_payment(outcome.provider_payment_id, now)
+            return self.invoices.save_invoice(
+                paid,
+                audit=self._audit(paid, "invoice_paid", payment_id=outcome.provider_payment_id),
+                payment=PaymentRecord(
+                    partner_id=plan.partner_id,
+                    purpose=f"month-{invoice.month}",
+                    attempt=claimed.payment_attempts,
+                    amount=claimed.total,
+                    provider=self.payments.name,
+                    provider_payment_id=outcome.provider_payment_id,
+                    idempotency_key=claimed.payment_key(),
+                    created_at=now,
+                ),
+            )
+        declined = claimed.record_decline(outcome.decline_code or outcome.status.value)
+        saved = self.invoices.save_invoice(
+            declined,
+            audit=self._audit(
+                declined, "payment_declined", attempt=claimed.payment_attempts, code=declined.failure_code,
+                next_retry_on=str(declined.next_retry_on) if declined.next_retry_on else None,
+            ),
+        )  # fmt: skip
+        if saved.status is InvoiceStatus.PAST_DUE and plan.state is not PlanState.PAST_DUE:
+            self.plans.save_plan(
+                replace(plan, state=PlanState.PAST_DUE),
+                audit=AuditEvent(plan.partner_id, "plan_past_due", now, ACTOR, {"month": str(invoice.month)}),
+            )
+        return saved
+
+    def _charge(self, plan: Plan, invoice: Invoice) -> ChargeOutcome:
+        if plan.payment_customer_ref is None or plan.payment_method_ref is None:
+            return ChargeOutcome(ChargeStatus.DECLINED, None, "no_payment_method", "no saved payment method")
+        try:
+            return self.payments.charge(
+                ChargeRequest(
+                    partner_id=plan.partner_id,
+                    saved=SavedPaymentMethod(plan.payment_customer_ref, plan.payment_method_ref),
+                    amount=invoice.total,
+                    idempotency_key=invoice.payment_key(),
+                    description=f"Monthly seats {invoice.month} for partner {plan.partner_id}",
+                    off_session=True,
+                )
+            )
+        except PaymentDeclined as declined:
+            return ChargeOutcome(ChargeStatus.DECLINED, None, declined.decline_code, declined.message)
+
+    def _notify(self, invoice: Invoice) -> Invoice:
+        if invoice.needs_report:
+            self.notifier.send_billing_report(invoice)
+            return self.invoices.save_invoice(
+                replace(invoice, reported_at=self.clock.now()), audit=self._audit(invoice, "billing_report_sent")
+            )
+        if invoice.needs_failure_notice:
+            self.notifier.send_payment_failed(invoice)
+            return self.invoices.save_invoice(
+                replace(invoice, failures_notified=invoice.payment_attempts),
+                audit=self._audit(invoice, "payment_failed_notice_sent", attempt=invoice.payment_attempts),
+            )
+        return invoice
+
+    def _audit(self, invoice: Invoice, event_type: str, **details: object) -> AuditEvent:
+        now: datetime = self.clock.now()
+        return AuditEvent(invoice.partner_id, event_type, now, ACTOR, {"month": str(invoice.month), **details})

@@ -1,0 +1,192 @@
+"""Charging one partner for one month, with crashes injected at every step (in-memory fakes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.invoicing import Invoice, InvoiceStatus
+from billing_core.domain.metering import Billability, Sighting
+from billing_core.domain.payments import ChargeOutcome, ChargeRequest
+from billing_core.domain.plan import Plan, PlanState
+from billing_core.domain.pricing import PRICE_LIST_2026_01
+from billing_core.domain.workspace import Workspace
+from billing_core.services.monthly_charge import MonthlyChargeService
+from tests.fakes import (
+    FixedClock,
+    InMemoryBillingStore,
+    InMemoryInvoiceStore,
+    InMemoryUsageStore,
+    RecordingNotifier,
+    RecordingPaymentProvider,
+)
+
+ACTIVATED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+DECEMBER = BillingMonth(2026, 12)
+RUN_AT = datetime(2027, 1, 1, 0, 5, tzinfo=UTC)
+
+
+class WorkerCrash(RuntimeError):
+    pass
+
+
+@dataclass
+class World:
+    store: InMemoryBillingStore
+    invoices: InMemoryInvoiceStore
+    usage: InMemoryUsageStore
+    provider: RecordingPaymentProvider
+    notifier: RecordingNotifier
+    clock: FixedClock
+
+    def service(self, **overrides: Any) -> MonthlyChargeService:
+        parts: dict[str, Any] = {
+            "plans": self.store, "workspaces": self.store, "invoices": self.invoices, "usage": self.usage,
+            "payments": self.provider, "notifier": self.notifier, "clock": self.clock, "prices": PRICE_LIST_2026_01,
+        }  # fmt: skip
+        return MonthlyChargeService(**(parts | overrides))
+
+    def run(self, **overrides: Any) -> Invoice | None:
+        return self.service(**overrides).charge_partner_for_month("p1", DECEMBER)
+
+
+def make_world(payment_method: str = "pm_card_visa", devices: int = 3, activated: datetime = ACTIVATED) -> World:
+    store = InMemoryBillingStore()
+    store.plans["p1"] = replace(
+        Plan("p1")
+        .begin_activation(activated)
+        .complete_activation(
+            now=activated, currency="USD", price_list_version="2026-01", customer_ref="cus_1",
+            payment_method_ref=payment_method,
+        ),
+        version=1,
+    )  # fmt: skip
+    workspace = Workspace("ws1", "p1", "Acme", created_at=activated).put_on_plan(
+        plan=store.plans["p1"], prices=PRICE_LIST_2026_01, edition="anti-malware", max_devices=10, now=activated
+    )
+    store.workspaces["ws1"] = replace(workspace, version=1)
+    usage = InMemoryUsageStore()
+    for index in range(devices):
+        seen = datetime(2026, 12, 5, tzinfo=UTC) + timedelta(hours=index)
+        usage.record_first_sighting(Sighting(f"e{index}", "ws1", f"d{index}", seen), Billability.BILLABLE, "p1", seen)
+    return World(
+        store, InMemoryInvoiceStore(), usage, RecordingPaymentProvider(), RecordingNotifier(), FixedClock(RUN_AT)
+    )
+
+
+def test_a_month_is_charged_once_reported_once_and_re_runs_change_nothing() -> None:
+    world = make_world()
+    invoice = world.run()
+    assert invoice is not None and invoice.status is InvoiceStatus.PAID
+    assert invoice.total.amount_minor == 3 * 250
+    assert [invoice.month for invoice in world.notifier.reports] == [DECEMBER]
+    for _ in range(3):
+        assert world.run() == world.invoices.load_invoice("p1", DECEMBER)
+    assert world.provider.successful_charges == 1 and world.provider.calls == 1
+    assert len(world.invoices.payments) == 1 and len(world.notifier.reports) == 1
+
+
+def test_the_activation_month_is_not_charged() -> None:
+    world = make_world(activated=datetime(2026, 12, 10, tzinfo=UTC))
+    assert world.run() is None
+    assert world.invoices.invoices == {} and world.provider.calls == 0
+
+
+class CrashingProvider(RecordingPaymentProvider):
+    """Accepts the charge at the provider, then the worker dies before recording it."""
+
+    crash_after_charge: bool = True
+
+    def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        outcome = super().charge(request)
+        if self.crash_after_charge:
+            self.crash_after_charge = False
+            raise WorkerCrash("died after the provider accepted the payment")
+        return outcome
+
+
+class CrashOnce:
+    def __init__(self, inner: Any, method: str) -> None:
+        self._inner, self._method, self.crashed = inner, method, False
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name == self._method and not self.crashed:
+
+            def crash(*args: Any, **kwargs: Any) -> Any:
+                self.crashed = True
+                raise WorkerCrash(f"died in {name}")
+
+            return crash
+        return attribute
+
+
+def test_crash_before_the_payment_then_retry() -> None:
+    world = make_world()
+    # The worker dies right after claiming the attempt: the provider is never called.
+    provider = CrashOnce(world.provider, "charge")
+    with pytest.raises(WorkerCrash):
+        world.run(payments=provider)
+    assert world.provider.calls == 0
+    assert world.run().status is InvoiceStatus.PAID  # type: ignore[union-attr]
+    assert world.provider.successful_charges == 1 and len(world.notifier.reports) == 1
+
+
+def test_crash_after_the_payment_before_the_invoice_update_reconciles_through_the_same_key() -> None:
+    world = make_world()
+    world.provider = CrashingProvider()
+    with pytest.raises(WorkerCrash):
+        world.run()
+    stored = world.invoices.load_invoice("p1", DECEMBER)
+    assert stored is not None and stored.status is InvoiceStatus.DRAFT and stored.payment_attempt_started_at
+    invoice = world.run()
+    assert invoice is not None and invoice.status is InvoiceStatus.PAID
+    assert world.provider.calls == 2 and world.provider.successful_charges == 1  # same key both times
+    assert len(world.invoices.payments) == 1 and len(world.notifier.reports) == 1
+
+
+def test_crash_after_the_invoice_before_the_email_then_retry() -> None:
+    world = make_world()
+    notifier = CrashOnce(world.notifier, "send_billing_report")
+    with pytest.raises(WorkerCrash):
+        world.run(notifier=notifier)
+    assert world.invoices.load_invoice("p1", DECEMBER).status is InvoiceStatus.PAID  # type: ignore[union-attr]
+    world.run()
+    assert world.provider.successful_charges == 1 and len(world.notifier.reports) == 1
+
+
+def test_decline_is_retried_on_days_3_5_7_then_the_plan_is_past_due() -> None:
+    world = make_world(payment_method="pm_card_chargeCustomerFail")
+    invoice = world.run()
+    assert invoice is not None and invoice.status is InvoiceStatus.PAYMENT_FAILED
+    assert str(invoice.next_retry_on) == "2027-01-03"
+    assert world.run().payment_attempts == 1  # type: ignore[union-attr]  # not due before the 3rd
+    for day in (3, 5, 7):
+        world.clock.current = datetime(2027, 1, day, 0, 5, tzinfo=UTC)
+        invoice = world.run()
+    assert invoice is not None and invoice.status is InvoiceStatus.PAST_DUE and invoice.payment_attempts == 4
+    assert world.store.plans["p1"].state is PlanState.PAST_DUE
+    assert len(world.notifier.failures) == 4 and world.provider.successful_charges == 0
+
+
+def test_decline_then_a_successful_retry() -> None:
+    world = make_world(payment_method="pm_card_chargeCustomerFail")
+    assert world.run().status is InvoiceStatus.PAYMENT_FAILED  # type: ignore[union-attr]
+    # The partner fixes the card before the retry on the 3rd.
+    world.store.plans["p1"] = replace(world.store.plans["p1"], payment_method_ref="pm_card_visa")
+    world.clock.current = datetime(2027, 1, 3, 0, 5, tzinfo=UTC)
+    invoice = world.run()
+    assert invoice is not None and invoice.status is InvoiceStatus.PAID and invoice.payment_attempts == 2
+    assert world.provider.successful_charges == 1
+    assert len(world.notifier.failures) == 1 and len(world.notifier.reports) == 1
+
+
+def test_a_month_without_seats_is_reported_without_a_payment_attempt() -> None:
+    world = make_world(devices=0)
+    invoice = world.run()
+    assert invoice is not None and invoice.status is InvoiceStatus.NOTHING_DUE
+    assert world.provider.calls == 0 and len(world.notifier.reports) == 1
