@@ -32,6 +32,7 @@ def development_token(partner_id: str, role: Role | str, *, ttl_s: int = 12 * 36
     claims = {
         "sub": subject or f"user-{uuid.uuid5(uuid.NAMESPACE_URL, f'{partner_id}/{role_name}')}",
         "cognito:username": f"{role_name}@{partner_id}.example",
+        "email": f"{role_name}@{partner_id}.example",
         "custom:partner_id": partner_id,
         "custom:role": role_name,
         "token_use": "id",

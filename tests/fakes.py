@@ -16,9 +16,10 @@ from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import ConcurrentModification, IdempotencyKeyReused, TransientFailure
 from billing_core.domain.invoicing import Invoice
-from billing_core.domain.metering import Billability, DeviceMonthKey, Sighting
+from billing_core.domain.metering import Billability, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable, PaymentRecord
 from billing_core.domain.plan import Plan
+from billing_core.domain.reporting import RenderedEmail
 from billing_core.domain.workspace import Workspace
 
 CommandT = TypeVar("CommandT", bound=BaseModel)
@@ -167,6 +168,13 @@ class InMemoryUsageStore:
             if billable and key.workspace_id == workspace_id and key.month == month
         )
 
+    def recorded_devices(self, workspace_id: str, month: BillingMonth, *, billable: bool) -> list[RecordedDevice]:
+        return [
+            RecordedDevice(key.device_id, entry[0].observed_at)
+            for (key, is_billable), entry in self.devices.items()
+            if is_billable == billable and key.workspace_id == workspace_id and key.month == month
+        ]
+
     def seats(self, workspace_id: str, month: BillingMonth) -> set[str]:
         return {
             key.device_id
@@ -223,12 +231,26 @@ class InMemoryInvoiceStore:
 
 
 @dataclass
-class RecordingNotifier:
-    reports: list[Invoice] = field(default_factory=list)
-    failures: list[Invoice] = field(default_factory=list)
+class RecordingMailer:
+    sent: list[tuple[str, RenderedEmail]] = field(default_factory=list)
 
-    def send_billing_report(self, invoice: Invoice) -> None:
-        self.reports.append(invoice)
+    def send(self, to: str, email: RenderedEmail) -> str:
+        self.sent.append((to, email))
+        return f"msg-{len(self.sent)}"
 
-    def send_payment_failed(self, invoice: Invoice) -> None:
-        self.failures.append(invoice)
+    def subjects(self) -> list[str]:
+        return [email.subject for _, email in self.sent]
+
+
+@dataclass
+class InMemoryUsageReports:
+    reports: dict[str, str] = field(default_factory=dict)
+
+    def put(self, key: str, csv_text: str) -> None:
+        self.reports[key] = csv_text
+
+    def exists(self, key: str) -> bool:
+        return key in self.reports
+
+    def download_url(self, key: str) -> str:
+        return f"https://reports.example/{key}?X-Amz-Expires=900"

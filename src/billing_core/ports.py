@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -11,9 +11,10 @@ from pydantic import BaseModel
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.invoicing import Invoice
-from billing_core.domain.metering import Billability, DeviceMonthKey, Sighting
+from billing_core.domain.metering import Billability, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentRecord, SavedPaymentMethod
 from billing_core.domain.plan import Plan
+from billing_core.domain.reporting import RenderedEmail
 from billing_core.domain.workspace import Workspace
 
 CommandT = TypeVar("CommandT", bound=BaseModel)
@@ -94,6 +95,10 @@ class UsageStore(Protocol):
         """Distinct devices recorded as billable (or late) for the workspace and month."""
         ...
 
+    def recorded_devices(self, workspace_id: str, month: BillingMonth, *, billable: bool) -> list[RecordedDevice]:
+        """The device-months of one workspace and month, billable or not billable ones."""
+        ...
+
 
 class WorkspaceDirectory(Protocol):
     """Read-only view of workspaces and plans that metering needs, looked up in bulk."""
@@ -116,7 +121,31 @@ class InvoiceStore(Protocol):
         ...
 
 
-class BillingNotifier(Protocol):
-    def send_billing_report(self, invoice: Invoice) -> None: ...
+class Mailer(Protocol):
+    def send(self, to: str, email: RenderedEmail) -> str:
+        """Send one e-mail; returns the provider's message id. Raises ``TransientFailure`` to retry."""
+        ...
 
-    def send_payment_failed(self, invoice: Invoice) -> None: ...
+
+class UsageReports(Protocol):
+    """Per-device usage reports (CSV), stored per partner and month."""
+
+    def put(self, key: str, csv_text: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def download_url(self, key: str) -> str:
+        """A time-limited (at most 15 minutes) link to download the report."""
+        ...
+
+
+class ChargeablePartners(Protocol):
+    def chargeable_partners(self) -> Iterator[str]:
+        """Every partner whose plan a monthly run must visit, paged lazily."""
+        ...
+
+
+class ChargeQueue(Protocol):
+    def enqueue_charges(self, partner_ids: list[str], month: BillingMonth) -> None:
+        """One message per partner (charge that partner for that month). Raises ``TransientFailure``."""
+        ...

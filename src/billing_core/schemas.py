@@ -22,6 +22,12 @@ class ActivatePlanRequest(RequestModel):
         min_length=1, max_length=255, description="Payment method token, e.g. pm_card_visa in the sandbox"
     )
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$", description="ISO-4217 code from the price list")
+    billing_email: str | None = Field(
+        default=None,
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description="Where billing reports go; defaults to the e-mail address of the activating user",
+    )
 
 
 class CreateWorkspaceRequest(RequestModel):

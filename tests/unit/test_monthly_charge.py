@@ -20,8 +20,9 @@ from tests.fakes import (
     FixedClock,
     InMemoryBillingStore,
     InMemoryInvoiceStore,
+    InMemoryUsageReports,
     InMemoryUsageStore,
-    RecordingNotifier,
+    RecordingMailer,
     RecordingPaymentProvider,
 )
 
@@ -40,13 +41,15 @@ class World:
     invoices: InMemoryInvoiceStore
     usage: InMemoryUsageStore
     provider: RecordingPaymentProvider
-    notifier: RecordingNotifier
+    mailer: RecordingMailer
+    reports: InMemoryUsageReports
     clock: FixedClock
 
     def service(self, **overrides: Any) -> MonthlyChargeService:
         parts: dict[str, Any] = {
             "plans": self.store, "workspaces": self.store, "invoices": self.invoices, "usage": self.usage,
-            "payments": self.provider, "notifier": self.notifier, "clock": self.clock, "prices": PRICE_LIST_2026_01,
+            "payments": self.provider, "mailer": self.mailer, "reports": self.reports, "clock": self.clock,
+            "prices": PRICE_LIST_2026_01,
         }  # fmt: skip
         return MonthlyChargeService(**(parts | overrides))
 
@@ -61,7 +64,7 @@ def make_world(payment_method: str = "pm_card_visa", devices: int = 3, activated
         .begin_activation(activated)
         .complete_activation(
             now=activated, currency="USD", price_list_version="2026-01", customer_ref="cus_1",
-            payment_method_ref=payment_method,
+            payment_method_ref=payment_method, billing_email="billing@p1.example",
         ),
         version=1,
     )  # fmt: skip
@@ -74,7 +77,13 @@ def make_world(payment_method: str = "pm_card_visa", devices: int = 3, activated
         seen = datetime(2026, 12, 5, tzinfo=UTC) + timedelta(hours=index)
         usage.record_first_sighting(Sighting(f"e{index}", "ws1", f"d{index}", seen), Billability.BILLABLE, "p1", seen)
     return World(
-        store, InMemoryInvoiceStore(), usage, RecordingPaymentProvider(), RecordingNotifier(), FixedClock(RUN_AT)
+        store,
+        InMemoryInvoiceStore(),
+        usage,
+        RecordingPaymentProvider(),
+        RecordingMailer(),
+        InMemoryUsageReports(),
+        FixedClock(RUN_AT),
     )
 
 
@@ -83,11 +92,14 @@ def test_a_month_is_charged_once_reported_once_and_re_runs_change_nothing() -> N
     invoice = world.run()
     assert invoice is not None and invoice.status is InvoiceStatus.PAID
     assert invoice.total.amount_minor == 3 * 250
-    assert [invoice.month for invoice in world.notifier.reports] == [DECEMBER]
+    assert [to for to, _ in world.mailer.sent] == ["billing@p1.example"]
+    assert "December 2026" in world.mailer.sent[0][1].subject
+    csv_lines = world.reports.reports["usage-reports/p1/2026-12.csv"].splitlines()
+    assert len(csv_lines) == 1 + 3 and all(line.endswith(",billed") for line in csv_lines[1:])
     for _ in range(3):
         assert world.run() == world.invoices.load_invoice("p1", DECEMBER)
     assert world.provider.successful_charges == 1 and world.provider.calls == 1
-    assert len(world.invoices.payments) == 1 and len(world.notifier.reports) == 1
+    assert len(world.invoices.payments) == 1 and len(world.mailer.sent) == 1
 
 
 def test_the_activation_month_is_not_charged() -> None:
@@ -133,7 +145,7 @@ def test_crash_before_the_payment_then_retry() -> None:
         world.run(payments=provider)
     assert world.provider.calls == 0
     assert world.run().status is InvoiceStatus.PAID  # type: ignore[union-attr]
-    assert world.provider.successful_charges == 1 and len(world.notifier.reports) == 1
+    assert world.provider.successful_charges == 1 and len(world.mailer.sent) == 1
 
 
 def test_crash_after_the_payment_before_the_invoice_update_reconciles_through_the_same_key() -> None:
@@ -146,17 +158,17 @@ def test_crash_after_the_payment_before_the_invoice_update_reconciles_through_th
     invoice = world.run()
     assert invoice is not None and invoice.status is InvoiceStatus.PAID
     assert world.provider.calls == 2 and world.provider.successful_charges == 1  # same key both times
-    assert len(world.invoices.payments) == 1 and len(world.notifier.reports) == 1
+    assert len(world.invoices.payments) == 1 and len(world.mailer.sent) == 1
 
 
 def test_crash_after_the_invoice_before_the_email_then_retry() -> None:
     world = make_world()
-    notifier = CrashOnce(world.notifier, "send_billing_report")
+    mailer = CrashOnce(world.mailer, "send")
     with pytest.raises(WorkerCrash):
-        world.run(notifier=notifier)
+        world.run(mailer=mailer)
     assert world.invoices.load_invoice("p1", DECEMBER).status is InvoiceStatus.PAID  # type: ignore[union-attr]
     world.run()
-    assert world.provider.successful_charges == 1 and len(world.notifier.reports) == 1
+    assert world.provider.successful_charges == 1 and len(world.mailer.sent) == 1
 
 
 def test_decline_is_retried_on_days_3_5_7_then_the_plan_is_past_due() -> None:
@@ -170,7 +182,8 @@ def test_decline_is_retried_on_days_3_5_7_then_the_plan_is_past_due() -> None:
         invoice = world.run()
     assert invoice is not None and invoice.status is InvoiceStatus.PAST_DUE and invoice.payment_attempts == 4
     assert world.store.plans["p1"].state is PlanState.PAST_DUE
-    assert len(world.notifier.failures) == 4 and world.provider.successful_charges == 0
+    assert len(world.mailer.sent) == 4 and world.provider.successful_charges == 0
+    assert all("payment" in subject.lower() for subject in world.mailer.subjects())
 
 
 def test_decline_then_a_successful_retry() -> None:
@@ -182,11 +195,11 @@ def test_decline_then_a_successful_retry() -> None:
     invoice = world.run()
     assert invoice is not None and invoice.status is InvoiceStatus.PAID and invoice.payment_attempts == 2
     assert world.provider.successful_charges == 1
-    assert len(world.notifier.failures) == 1 and len(world.notifier.reports) == 1
+    assert len(world.mailer.sent) == 2  # one failed-payment notice, then the billing report
 
 
 def test_a_month_without_seats_is_reported_without_a_payment_attempt() -> None:
     world = make_world(devices=0)
     invoice = world.run()
     assert invoice is not None and invoice.status is InvoiceStatus.NOTHING_DUE
-    assert world.provider.calls == 0 and len(world.notifier.reports) == 1
+    assert world.provider.calls == 0 and len(world.mailer.sent) == 1

@@ -45,8 +45,8 @@ class S3UsageReports:
     @property
     def client(self) -> S3Client:
         if self._client is None:
-            import boto3  # noqa: PLC0415 - only functions that write reports pay for the import
-            from botocore.config import Config  # noqa: PLC0415
+            import boto3  # here: only functions that write reports pay for the import
+            from botocore.config import Config
 
             # SigV4 so the presigned link carries X-Amz-Expires (and SigV2 is deprecated anyway).
             self._client = boto3.client("s3", config=Config(signature_version="s3v4"))
@@ -61,8 +61,12 @@ class S3UsageReports:
                 ContentType=CONTENT_TYPE,
                 ServerSideEncryption="AES256",
             )
-        except (ClientError, ConnectionError, HTTPClientError) as error:
-            raise _translated(error, "put_object") from error
+        except ClientError as error:
+            if _retryable(error):
+                raise TransientFailure(f"s3 put_object: {_code(error)}") from error
+            raise
+        except (ConnectionError, HTTPClientError) as error:
+            raise TransientFailure(f"s3 put_object: {error}") from error
 
     def download_url(self, key: str) -> str:
         """A presigned GET valid for ``min(url_ttl_seconds, 900)`` seconds. Signing is local: no request."""
@@ -76,20 +80,20 @@ class S3UsageReports:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code", "") in NOT_FOUND_CODES:
+            if _code(error) in NOT_FOUND_CODES:
                 return False
-            raise _translated(error, "head_object") from error
+            if _retryable(error):
+                raise TransientFailure(f"s3 head_object: {_code(error)}") from error
+            raise
         except (ConnectionError, HTTPClientError) as error:
-            raise _translated(error, "head_object") from error
+            raise TransientFailure(f"s3 head_object: {error}") from error
         return True
 
 
-def _translated(error: Exception, operation: str) -> Exception:
-    """``TransientFailure`` for errors worth retrying, else the error itself."""
-    if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in RETRYABLE_CODES or status >= 500 or status == 429:
-            return TransientFailure(f"s3 {operation}: {code}")
-        return error
-    return TransientFailure(f"s3 {operation}: {error}")
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def _retryable(error: ClientError) -> bool:
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return _code(error) in RETRYABLE_CODES or status >= 500 or status == 429

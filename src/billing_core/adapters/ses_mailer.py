@@ -40,7 +40,7 @@ class SesMailer:
     @property
     def client(self) -> SESClient:
         if self._client is None:
-            import boto3  # noqa: PLC0415 - only functions that send mail pay for the import
+            import boto3  # here: only functions that send mail pay for the import
 
             self._client = boto3.client("ses")
         return self._client
@@ -62,14 +62,17 @@ class SesMailer:
             )
         except ClientError as error:
             if _retryable(error):
-                raise TransientFailure(f"ses send_email: {error.response['Error'].get('Code')}") from error
+                raise TransientFailure(f"ses send_email: {_code(error)}") from error
             raise
         except (ConnectionError, HTTPClientError) as error:
             raise TransientFailure(f"ses send_email: {error}") from error
         return response["MessageId"]
 
 
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
 def _retryable(error: ClientError) -> bool:
-    code = error.response.get("Error", {}).get("Code", "")
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return code in RETRYABLE_CODES or status >= 500 or status == 429
+    return _code(error) in RETRYABLE_CODES or status >= 500 or status == 429

@@ -112,6 +112,7 @@ def partner_identity(request: Request, *, billing: bool = False) -> PartnerIdent
         partner_id=str(partner_id),
         role=role,
         subject=str(claims.get("sub") or claims.get("cognito:username") or partner_id),
+        email=str(claims["email"]) if claims.get("email") else None,
     )
     if billing:
         identity.require_billing_rights()

@@ -23,6 +23,7 @@ class PartnerIdentity:
     partner_id: str
     role: Role
     subject: str
+    email: str | None = None
 
     def require_billing_rights(self) -> None:
         if self.role not in BILLING_ROLES:

@@ -40,6 +40,8 @@ class Plan:
     activation_started_at: datetime | None = None
     payment_customer_ref: str | None = None
     payment_method_ref: str | None = None
+    # Where billing reports and failed-payment notices go.
+    billing_email: str | None = None
     # The latest month a monthly charge run has invoiced; sightings for it or earlier are late usage.
     last_charged_month: BillingMonth | None = None
     # Optimistic-locking version held by the repository; None for a plan never stored.
@@ -75,10 +77,18 @@ class Plan:
         return f"activation:{self.partner_id}:{self.activation_attempt}"
 
     def complete_activation(
-        self, *, now: datetime, currency: str, price_list_version: str, customer_ref: str, payment_method_ref: str
+        self,
+        *,
+        now: datetime,
+        currency: str,
+        price_list_version: str,
+        customer_ref: str,
+        payment_method_ref: str,
+        billing_email: str | None = None,
     ) -> Plan:
         return replace(
             self,
+            billing_email=billing_email or self.billing_email,
             state=PlanState.ACTIVE,
             activated_at=require_utc(now),
             currency=currency,

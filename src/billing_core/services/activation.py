@@ -31,6 +31,7 @@ class ActivationCommand(BaseModel):
 
     partner_id: str
     actor: str
+    actor_email: str | None = None
     idempotency_key: str
     request: ActivatePlanRequest
 
@@ -53,6 +54,7 @@ class ActivationService:
         command = ActivationCommand(
             partner_id=identity.partner_id,
             actor=identity.subject,
+            actor_email=identity.email,
             idempotency_key=idempotency_key,
             request=request,
         )
@@ -134,6 +136,7 @@ class ActivationService:
                 price_list_version=self.prices.version,
                 customer_ref=saved.customer_ref,
                 payment_method_ref=saved.payment_method_ref,
+                billing_email=command.request.billing_email or command.actor_email,
             ),
             audit=self._audit(command, "plan_activated", payment_id=outcome.provider_payment_id),
             payment=payment,

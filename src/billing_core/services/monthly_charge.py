@@ -9,8 +9,8 @@ again (the charge queue redelivers the message):
    reaches the provider with the same key and reconciles instead of charging again;
 3. the outcome (paid / declined with the next retry date / past due) is written with the payment
    record and an audit event in one transaction;
-4. the e-mail is sent and then marked as sent. A crash between those two sends it again (at least
-   once); nothing else can repeat.
+4. the usage report (CSV) is written (an idempotent overwrite), the e-mail is sent and then marked as
+   sent. A crash between sending and marking sends it again (at least once); nothing else can repeat.
 """
 
 from __future__ import annotations
@@ -29,15 +29,28 @@ from billing_core.domain.invoicing import (
     is_billable_month,
     rate_month,
 )
+from billing_core.domain.metering import count_seats
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, ChargeStatus, PaymentRecord, SavedPaymentMethod
 from billing_core.domain.plan import Plan, PlanState
 from billing_core.domain.pricing import PriceList
+from billing_core.domain.reporting import (
+    DeviceStatus,
+    RenderedEmail,
+    UsageReportRow,
+    billing_report_email,
+    payment_failed_email,
+    usage_report_csv,
+    usage_report_key,
+)
 from billing_core.ports import (
-    BillingNotifier,
+    ChargeablePartners,
+    ChargeQueue,
     Clock,
     InvoiceStore,
+    Mailer,
     PaymentProvider,
     PlanStore,
+    UsageReports,
     UsageStore,
     WorkspaceStore,
 )
@@ -52,7 +65,8 @@ class MonthlyChargeService:
     invoices: InvoiceStore
     usage: UsageStore
     payments: PaymentProvider
-    notifier: BillingNotifier
+    mailer: Mailer
+    reports: UsageReports
     clock: Clock
     prices: PriceList
 
@@ -65,7 +79,7 @@ class MonthlyChargeService:
         invoice = self.invoices.load_invoice(partner_id, month) or self._rate(plan, month)
         if invoice.payment_attempt_started_at is not None or invoice.due_for_payment(self.clock.now().date()):
             invoice = self._pay(plan, invoice)
-        return self._notify(invoice)
+        return self._report(plan, invoice)
 
     def _rate(self, plan: Plan, month: BillingMonth) -> Invoice:
         on_plan = [w for w in self.workspaces.list_workspaces(plan.partner_id) if w.on_plan]
@@ -147,20 +161,82 @@ class MonthlyChargeService:
         except PaymentDeclined as declined:
             return ChargeOutcome(ChargeStatus.DECLINED, None, declined.decline_code, declined.message)
 
-    def _notify(self, invoice: Invoice) -> Invoice:
+    def _report(self, plan: Plan, invoice: Invoice) -> Invoice:
         if invoice.needs_report:
-            self.notifier.send_billing_report(invoice)
+            self.reports.put(usage_report_key(plan.partner_id, invoice.month), self._usage_report(plan, invoice))
+            message_id = self._send(plan, billing_report_email(invoice, plan.partner_id))
             return self.invoices.save_invoice(
-                replace(invoice, reported_at=self.clock.now()), audit=self._audit(invoice, "billing_report_sent")
+                replace(invoice, reported_at=self.clock.now()),
+                audit=self._audit(invoice, "billing_report_sent", to=plan.billing_email, message_id=message_id),
             )
         if invoice.needs_failure_notice:
-            self.notifier.send_payment_failed(invoice)
+            message_id = self._send(plan, payment_failed_email(invoice, plan.partner_id))
             return self.invoices.save_invoice(
                 replace(invoice, failures_notified=invoice.payment_attempts),
-                audit=self._audit(invoice, "payment_failed_notice_sent", attempt=invoice.payment_attempts),
+                audit=self._audit(
+                    invoice, "payment_failed_notice_sent", attempt=invoice.payment_attempts, message_id=message_id
+                ),
             )
         return invoice
+
+    def _send(self, plan: Plan, email: RenderedEmail) -> str | None:
+        if plan.billing_email is None:
+            return None  # the audit event then records that nobody could be told
+        return self.mailer.send(plan.billing_email, email)
+
+    def _usage_report(self, plan: Plan, invoice: Invoice) -> str:
+        """Every device of every workspace on the plan for the month: billed, over cap or not billable."""
+        rows: list[UsageReportRow] = []
+        for workspace in self.workspaces.list_workspaces(plan.partner_id):
+            billable = self.usage.recorded_devices(workspace.workspace_id, invoice.month, billable=True)
+            seats = count_seats(billable, workspace.max_devices or 0)
+            not_billable = self.usage.recorded_devices(workspace.workspace_id, invoice.month, billable=False)
+            for status, devices in (
+                (DeviceStatus.BILLED, seats.billed),
+                (DeviceStatus.OVER_CAP, seats.over_cap),
+                (DeviceStatus.NOT_BILLABLE, not_billable),
+            ):
+                rows += [
+                    UsageReportRow(
+                        workspace.workspace_id, workspace.name, workspace.edition, d.device_id, d.first_seen_at, status
+                    )
+                    for d in devices
+                ]
+        return usage_report_csv(rows)
 
     def _audit(self, invoice: Invoice, event_type: str, **details: object) -> AuditEvent:
         now: datetime = self.clock.now()
         return AuditEvent(invoice.partner_id, event_type, now, ACTOR, {"month": str(invoice.month), **details})
+
+
+@dataclass
+class MonthlyRunDispatcher:
+    """Fans a monthly run out as one queue message per live plan, so no single invocation has to
+    charge every partner. Runs on the 1st (the charge) and on the retry days; the worker decides what,
+    if anything, is due, so dispatching a partner twice is harmless."""
+
+    partners: ChargeablePartners
+    queue: ChargeQueue
+    clock: Clock
+    page_size: int = 500
+
+    def dispatch_monthly_run(self, month: BillingMonth | None = None) -> tuple[BillingMonth, int]:
+        """Queue a charge of ``month`` (default: the month before today, UTC) for every live plan."""
+        month = month or previous_month(self.clock.now())
+        dispatched = 0
+        page: list[str] = []
+        for partner_id in self.partners.chargeable_partners():
+            page.append(partner_id)
+            if len(page) == self.page_size:
+                self.queue.enqueue_charges(page, month)
+                dispatched += len(page)
+                page = []
+        if page:
+            self.queue.enqueue_charges(page, month)
+            dispatched += len(page)
+        return month, dispatched
+
+
+def previous_month(now: datetime) -> BillingMonth:
+    current = BillingMonth.containing(now)
+    return BillingMonth(current.year - 1, 12) if current.month == 1 else BillingMonth(current.year, current.month - 1)

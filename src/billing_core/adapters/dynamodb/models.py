@@ -21,7 +21,7 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
     VersionAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 UNBOUND = "unbound-billing-table"
@@ -44,6 +44,17 @@ class PartnerItemsIndex(GlobalSecondaryIndex["WorkspaceItem"]):  # type: ignore[
     gsi1sk = UnicodeAttribute(range_key=True)
 
 
+class ChargeablePlansIndex(GlobalSecondaryIndex["PlanItem"]):  # type: ignore[no-untyped-call]
+    """Sparse index of the plans a monthly run must visit: only live plans carry ``charge_index``."""
+
+    class Meta:
+        index_name = "ChargeablePlans"
+        projection = KeysOnlyProjection()
+
+    charge_index = UnicodeAttribute(hash_key=True)
+    partner_id = UnicodeAttribute(range_key=True)
+
+
 class PlanItem(Model):
     class Meta:
         table_name = UNBOUND
@@ -60,8 +71,11 @@ class PlanItem(Model):
     payment_customer_ref = UnicodeAttribute(null=True)
     payment_method_ref = UnicodeAttribute(null=True)
     last_charged_month = UnicodeAttribute(null=True)  # YYYY-MM
+    billing_email = UnicodeAttribute(null=True)
+    charge_index = UnicodeAttribute(null=True)
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()
+    chargeable_plans = ChargeablePlansIndex()
 
 
 class PaymentItem(Model):
@@ -114,7 +128,34 @@ class WorkspaceItem(Model):
     partner_items = PartnerItemsIndex()
 
 
-BILLING_MODELS: tuple[type[Model], ...] = (PlanItem, PaymentItem, AuditItem, WorkspaceItem)
+class InvoiceItem(Model):
+    """PARTNER#<partner_id> / INVOICE#<YYYY-MM>: one per partner and month (created conditionally)."""
+
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    partner_id = UnicodeAttribute()
+    month = UnicodeAttribute()
+    status = UnicodeAttribute()
+    currency = UnicodeAttribute()
+    price_list_version = UnicodeAttribute()
+    total_minor = NumberAttribute()
+    lines: JSONAttribute = JSONAttribute(default=list)
+    created_at = UTCDateTimeAttribute()
+    payment_attempts = NumberAttribute(default=0)
+    payment_attempt_started_at = UTCDateTimeAttribute(null=True)
+    next_retry_on = UnicodeAttribute(null=True)
+    failure_code = UnicodeAttribute(null=True)
+    payment_id = UnicodeAttribute(null=True)
+    paid_at = UTCDateTimeAttribute(null=True)
+    reported_at = UTCDateTimeAttribute(null=True)
+    failures_notified = NumberAttribute(default=0)
+    version = VersionAttribute()
+
+
+BILLING_MODELS: tuple[type[Model], ...] = (PlanItem, PaymentItem, AuditItem, WorkspaceItem, InvoiceItem)
 
 
 def bind_billing_table(table_name: str, region: str) -> None:

@@ -8,6 +8,7 @@ leave a plan without its audit trail or a payment recorded twice.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 
 from pynamodb.connection import Connection
@@ -30,6 +31,7 @@ from billing_core.domain.plan import Plan, PlanState
 from billing_core.domain.workspace import Workspace
 
 PLAN_SK = "PLAN"
+CHARGEABLE = "LIVE"
 WORKSPACE_SK = "WORKSPACE"
 
 
@@ -84,6 +86,7 @@ class DynamoBillingStore:
             activation_started_at=item.activation_started_at,
             payment_customer_ref=item.payment_customer_ref,
             payment_method_ref=item.payment_method_ref,
+            billing_email=item.billing_email,
             last_charged_month=BillingMonth.parse(item.last_charged_month) if item.last_charged_month else None,
             version=item.version,
         )
@@ -101,17 +104,24 @@ class DynamoBillingStore:
             activation_started_at=plan.activation_started_at,
             payment_customer_ref=plan.payment_customer_ref,
             payment_method_ref=plan.payment_method_ref,
+            billing_email=plan.billing_email,
+            charge_index=CHARGEABLE if plan.is_live else None,
             last_charged_month=str(plan.last_charged_month) if plan.last_charged_month else None,
             updated_at=audit.occurred_at,
         )
         if plan.version is not None:  # unset for a new plan: the write then requires that none exists
             item.version = plan.version
-        with self._transaction(f"plan of partner {plan.partner_id}") as transaction:
+        with self.transaction(f"plan of partner {plan.partner_id}") as transaction:
             transaction.save(item)  # VersionAttribute adds the optimistic-lock condition
             transaction.save(audit_item(audit), condition=AuditItem.pk.does_not_exist())
             if payment is not None:
                 transaction.save(payment_item(payment), condition=PaymentItem.pk.does_not_exist())
         return replace(plan, version=item.version)
+
+    def chargeable_partners(self, page_size: int = 500) -> Iterator[str]:
+        """Partner ids of every live plan, paged through the sparse ChargeablePlans index."""
+        for item in PlanItem.chargeable_plans.query(CHARGEABLE, page_size=page_size):
+            yield item.partner_id
 
     # -- workspaces ------------------------------------------------------------------------------
     def load_workspace(self, workspace_id: str) -> Workspace | None:
@@ -146,13 +156,13 @@ class DynamoBillingStore:
         )
         if workspace.version is not None:
             item.version = workspace.version
-        with self._transaction(f"workspace {workspace.workspace_id}") as transaction:
+        with self.transaction(f"workspace {workspace.workspace_id}") as transaction:
             transaction.save(item)
             transaction.save(audit_item(audit), condition=AuditItem.pk.does_not_exist())
         return replace(workspace, version=item.version)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _transaction(self, what: str) -> _GuardedTransaction:
+    def transaction(self, what: str) -> _GuardedTransaction:
         return _GuardedTransaction(self._connection, what)
 
 

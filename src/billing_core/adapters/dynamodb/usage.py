@@ -22,7 +22,7 @@ from billing_core.adapters.dynamodb.models import PlanItem, WorkspaceItem, partn
 from billing_core.adapters.dynamodb.repositories import PLAN_SK, WORKSPACE_SK, workspace_from_item
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import TransientFailure
-from billing_core.domain.metering import Billability, DeviceMonthKey, Sighting
+from billing_core.domain.metering import Billability, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.workspace import Workspace
 
 UNBOUND = "unbound-usage-table"
@@ -176,6 +176,13 @@ class DynamoUsageStore:
             expires_at=received_at + timedelta(days=30),
         )
         _retryable(lambda: item.save(), "recording a rejection")
+
+    def recorded_devices(self, workspace_id: str, month: BillingMonth, *, billable: bool) -> list[RecordedDevice]:
+        pk = device_month_pk(workspace_id, month, Billability.BILLABLE if billable else Billability.NOT_ON_PLAN)
+        items = _retryable(
+            lambda: list(DeviceMonthItem.query(pk, attributes_to_get=["sk", "first_seen_at"])), "reading devices"
+        )
+        return [RecordedDevice(item.sk.removeprefix("DEV#"), item.first_seen_at) for item in items]
 
     def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
         pk = device_month_pk(workspace_id, month, Billability.BILLABLE)
