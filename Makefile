@@ -36,6 +36,8 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	# Every function's entry module is app.py; mypy checks them one at a time (module names collide).
+	for app in functions/*/app.py; do MYPYPATH=src:$$(dirname $$app) $(BIN)/mypy --strict --ignore-missing-imports $$app || exit 1; done
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -67,7 +67,7 @@ def create_queues(template: dict[str, Any], names: LocalNames, sqs: Any) -> list
 def create_buckets(template: dict[str, Any], names: LocalNames, s3: Any) -> list[str]:
     created = []
     for logical_id in resources_of_type(template, "AWS::S3::Bucket"):
-        bucket = names.physical(logical_id).lower()
+        bucket = names.bucket(logical_id)
         s3.create_bucket(Bucket=bucket)
         created.append(bucket)
     return created

@@ -46,7 +46,7 @@ class LocalStack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.template: dict[str, Any] = load_template()
-        self.names = LocalNames(config.stack_name)
+        self.names = LocalNames(config.stack_name, moto_url=f"http://127.0.0.1:{config.moto_port}")
         self.dynamodb = DynamoDBLocal(config.dynamodb_port, config.data_dir)
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=config.moto_port, verbose=False)
         self.api: LocalApiServer | None = None
@@ -88,14 +88,20 @@ class LocalStack:
         self.dynamodb.start()
         self.moto.start()
         self._moto_started = True
-        os.environ.update(self.environment())
-        return create_resources(
+        environment = self.environment()
+        os.environ.update(environment)
+        created = create_resources(
             self.template,
             self.names,
             dynamodb_url=self.dynamodb.endpoint_url,
             moto_url=self.moto_url,
             region=self.config.region,
         )
+        # moto's SES, like SES in its sandbox, only sends from verified identities.
+        boto3.client("ses", endpoint_url=self.moto_url, region_name=self.config.region).verify_email_identity(
+            EmailAddress=environment["BILLING_EMAIL_SENDER"]
+        )
+        return created
 
     def serve_api(self) -> LocalApiServer:
         self.api = LocalApiServer(composed_partner_api(self.template), "127.0.0.1", self.config.api_port)

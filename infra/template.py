@@ -50,14 +50,29 @@ def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str,
     }
 
 
+MOTO_ACCOUNT_ID = "123456789012"
+
+
 @dataclass(frozen=True)
 class LocalNames:
-    """Physical names of template resources on the local stack: ``<stack>-<LogicalId>``."""
+    """Physical names of template resources on the local stack: ``<stack>-<LogicalId>`` (lower case for
+    buckets), and what ``!Ref`` returns for each, as CloudFormation would (a queue's URL)."""
 
     stack_name: str
+    moto_url: str = ""
 
     def physical(self, logical_id: str) -> str:
         return f"{self.stack_name}-{logical_id}"
+
+    def bucket(self, logical_id: str) -> str:
+        return self.physical(logical_id).lower()
+
+    def ref(self, logical_id: str, resource_type: str) -> str:
+        if resource_type == "AWS::SQS::Queue":
+            return f"{self.moto_url}/{MOTO_ACCOUNT_ID}/{self.physical(logical_id)}"
+        if resource_type == "AWS::S3::Bucket":
+            return self.bucket(logical_id)
+        return self.physical(logical_id)
 
 
 def resolve(value: Any, template: dict[str, Any], names: LocalNames, overrides: dict[str, str]) -> Any:
@@ -69,7 +84,7 @@ def resolve(value: Any, template: dict[str, Any], names: LocalNames, overrides: 
         if target in parameters:
             return overrides.get(target, str(parameters[target].get("Default", "")))
         if target in template.get("Resources", {}):
-            return names.physical(target)
+            return names.ref(target, template["Resources"][target]["Type"])
         raise KeyError(f"!Ref {target} names neither a parameter nor a resource")
     if isinstance(value, dict):
         raise ValueError(f"local wiring cannot resolve {value!r}")

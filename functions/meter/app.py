@@ -29,7 +29,7 @@ metrics = Metrics(namespace="MspBilling", service="meter")
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     batch = parse(event=event, model=SqsModel)
-    outcome = services().metering.record_batch([InboundMessage(r.messageId, r.body) for r in batch.Records])
+    outcome = services().metering.record_batch([InboundMessage(r.messageId, str(r.body)) for r in batch.Records])
     logger.info(
         "metering batch recorded",
         extra={

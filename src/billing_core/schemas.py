@@ -99,3 +99,39 @@ class LicenceDocumentView(BaseModel):
     max_devices: int | None
     status: str
     valid_through: date | None
+
+
+class InvoiceLineView(BaseModel):
+    workspace_id: str
+    description: str
+    edition: str
+    month: str = Field(description="The month the seats were used in (earlier than the invoice for adjustments)")
+    seats: int
+    devices: int
+    unit_price: MoneyView
+    amount: MoneyView
+    adjustment: bool
+
+
+class InvoiceView(BaseModel):
+    month: str
+    status: str
+    total: MoneyView
+    lines: list[InvoiceLineView]
+    price_list_version: str
+    created_at: datetime
+    payment_attempts: int
+    next_retry_on: date | None
+    failure_code: str | None
+    payment_id: str | None
+    paid_at: datetime | None
+
+
+class InvoicePage(BaseModel):
+    items: list[InvoiceView]
+    next: str | None = Field(description="Pass as `after` to get the next (older) page; null on the last page")
+
+
+class DownloadLink(BaseModel):
+    url: str
+    expires_in_seconds: int

@@ -24,6 +24,10 @@ class BillingSettings(BaseSettings):
     usage_retention_days: int = Field(default=400, ge=62)
     aws_region: str = "us-east-1"
 
+    reports_bucket: str | None = Field(default=None, description="S3 bucket of the per-device usage reports")
+    charge_queue_url: str | None = Field(default=None, description="SQS queue of the monthly run's fan-out")
+    billing_email_sender: str = Field(default="billing@msp-billing.example", description="SES-verified sender")
+
     price_list_version: str = "2026-01"
     # How long an Idempotency-Key is remembered (Stripe uses 24 hours too).
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)

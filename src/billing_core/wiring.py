@@ -12,18 +12,22 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from billing_core.adapters.clock import SystemClock
+from billing_core.adapters.dynamodb.invoices import DynamoInvoiceStore
 from billing_core.adapters.dynamodb.models import bind_billing_table
 from billing_core.adapters.dynamodb.repositories import DynamoBillingStore
 from billing_core.adapters.dynamodb.usage import DynamoUsageStore, DynamoWorkspaceDirectory, bind_usage_table
 from billing_core.domain.pricing import PriceList, price_list
 from billing_core.ports import Clock, PaymentProvider
 from billing_core.services.activation import ActivationService
+from billing_core.services.history import BillingHistoryService
 from billing_core.services.metering import MeteringService
+from billing_core.services.monthly_charge import MonthlyChargeService, MonthlyRunDispatcher
 from billing_core.services.workspaces import WorkspaceService
 from billing_core.settings import BillingSettings
 
 if TYPE_CHECKING:
     from billing_core.adapters.idempotency import PowertoolsIdempotencyGuard
+    from billing_core.adapters.s3_reports import S3UsageReports
 
 
 class Services:
@@ -47,12 +51,10 @@ class Services:
 
     @functools.cached_property
     def activation(self) -> ActivationService:
-        from billing_core.adapters.payments import build_payment_provider
-
         return ActivationService(
             plans=self.store,
             workspaces=self.store,
-            payments=self._payments or build_payment_provider(self.settings),
+            payments=self.payments,
             usage=self.usage,
             clock=self.clock,
             prices=self.prices,
@@ -66,6 +68,55 @@ class Services:
     @functools.cached_property
     def metering(self) -> MeteringService:
         return MeteringService(self.usage, DynamoWorkspaceDirectory(), self.clock)
+
+    @functools.cached_property
+    def payments(self) -> PaymentProvider:
+        from billing_core.adapters.payments import build_payment_provider
+
+        return self._payments or build_payment_provider(self.settings)
+
+    @functools.cached_property
+    def invoices(self) -> DynamoInvoiceStore:
+        return DynamoInvoiceStore(self.store)
+
+    @functools.cached_property
+    def usage_reports(self) -> S3UsageReports:
+        from billing_core.adapters.s3_reports import S3UsageReports
+
+        return S3UsageReports(_required(self.settings.reports_bucket, "REPORTS_BUCKET"))
+
+    @functools.cached_property
+    def monthly_charge(self) -> MonthlyChargeService:
+        from billing_core.adapters.ses_mailer import SesMailer
+
+        return MonthlyChargeService(
+            plans=self.store,
+            workspaces=self.store,
+            invoices=self.invoices,
+            usage=self.usage,
+            payments=self.payments,
+            mailer=SesMailer(self.settings.billing_email_sender),
+            reports=self.usage_reports,
+            clock=self.clock,
+            prices=self.prices,
+        )
+
+    @functools.cached_property
+    def monthly_run(self) -> MonthlyRunDispatcher:
+        from billing_core.adapters.sqs_charge_queue import SqsChargeQueue
+
+        queue = SqsChargeQueue(_required(self.settings.charge_queue_url, "CHARGE_QUEUE_URL"))
+        return MonthlyRunDispatcher(partners=self.store, queue=queue, clock=self.clock)
+
+    @functools.cached_property
+    def history(self) -> BillingHistoryService:
+        return BillingHistoryService(invoices=self.invoices, reports=self.usage_reports)
+
+
+def _required(value: str | None, variable: str) -> str:
+    if not value:
+        raise RuntimeError(f"{variable} is not set; it comes from template.yaml (Globals)")
+    return value
 
 
 @functools.cache

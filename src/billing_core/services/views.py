@@ -5,10 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.invoicing import Invoice
 from billing_core.domain.money import Money
 from billing_core.domain.plan import Plan
 from billing_core.domain.workspace import LicenceDocument, Workspace
-from billing_core.schemas import LicenceDocumentView, MoneyView, PlanStatusView, PlanWorkspaceView, WorkspaceView
+from billing_core.schemas import (
+    InvoiceLineView,
+    InvoiceView,
+    LicenceDocumentView,
+    MoneyView,
+    PlanStatusView,
+    PlanWorkspaceView,
+    WorkspaceView,
+)
 
 
 def money_view(money: Money) -> MoneyView:
@@ -58,4 +67,33 @@ def licence_document_view(document: LicenceDocument) -> LicenceDocumentView:
         max_devices=document.max_devices,
         status=document.status.value,
         valid_through=document.valid_through,
+    )
+
+
+def invoice_view(invoice: Invoice) -> InvoiceView:
+    return InvoiceView(
+        month=str(invoice.month),
+        status=invoice.status.value,
+        total=money_view(invoice.total),
+        lines=[
+            InvoiceLineView(
+                workspace_id=line.workspace_id,
+                description=line.description,
+                edition=line.edition,
+                month=str(line.month),
+                seats=line.seats,
+                devices=line.devices,
+                unit_price=money_view(line.unit_price),
+                amount=money_view(line.amount),
+                adjustment=line.adjustment,
+            )
+            for line in invoice.lines
+        ],
+        price_list_version=invoice.price_list_version,
+        created_at=invoice.created_at,
+        payment_attempts=invoice.payment_attempts,
+        next_retry_on=invoice.next_retry_on,
+        failure_code=invoice.failure_code,
+        payment_id=invoice.payment_id,
+        paid_at=invoice.paid_at,
     )

@@ -1,0 +1,52 @@
+"""The billing history of the partner portal: invoices and usage-report downloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.errors import InvalidRequest, NotFound
+from billing_core.domain.identity import PartnerIdentity
+from billing_core.domain.invoicing import Invoice
+from billing_core.domain.reporting import usage_report_key
+from billing_core.ports import InvoiceStore, UsageReports
+from billing_core.schemas import DownloadLink, InvoicePage, InvoiceView
+from billing_core.services.views import invoice_view
+
+MAX_PAGE_SIZE = 100
+DOWNLOAD_LINK_SECONDS = 900
+
+
+def parse_month(text: str, field_name: str = "month") -> BillingMonth:
+    try:
+        return BillingMonth.parse(text)
+    except ValueError:
+        raise InvalidRequest.for_field(field_name, "expected a month as YYYY-MM") from None
+
+
+@dataclass
+class BillingHistoryService:
+    invoices: InvoiceStore
+    reports: UsageReports
+
+    def list_invoices(self, identity: PartnerIdentity, *, limit: int, after: str | None) -> InvoicePage:
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidRequest.for_field("limit", f"must be between 1 and {MAX_PAGE_SIZE}")
+        invoices, next_cursor = self.invoices.list_invoices(identity.partner_id, limit=limit, after=after)
+        return InvoicePage(items=[invoice_view(i) for i in invoices], next=next_cursor)
+
+    def get_invoice(self, identity: PartnerIdentity, month: str) -> InvoiceView:
+        return invoice_view(self._invoice(identity, month))
+
+    def usage_report_link(self, identity: PartnerIdentity, month: str) -> DownloadLink:
+        invoice = self._invoice(identity, month)
+        key = usage_report_key(identity.partner_id, invoice.month)
+        if invoice.reported_at is None or not self.reports.exists(key):
+            raise NotFound(f"the usage report for {invoice.month} is not ready yet")
+        return DownloadLink(url=self.reports.download_url(key), expires_in_seconds=DOWNLOAD_LINK_SECONDS)
+
+    def _invoice(self, identity: PartnerIdentity, month: str) -> Invoice:
+        invoice = self.invoices.load_invoice(identity.partner_id, parse_month(month))
+        if invoice is None:
+            raise NotFound(f"no invoice for {month}")
+        return invoice
