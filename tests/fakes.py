@@ -199,25 +199,19 @@ class InMemoryWorkspaceDirectory:
 @dataclass
 class InMemoryInvoiceStore:
     invoices: dict[tuple[str, str], Invoice] = field(default_factory=dict)
-    payments: dict[tuple[str, str, int], PaymentRecord] = field(default_factory=dict)
-    audit: list[AuditEvent] = field(default_factory=list)
+    writes: int = 0
 
     def load_invoice(self, partner_id: str, month: BillingMonth) -> Invoice | None:
         return self.invoices.get((partner_id, str(month)))
 
-    def save_invoice(self, invoice: Invoice, *, audit: AuditEvent, payment: PaymentRecord | None = None) -> Invoice:
+    def save_invoice(self, invoice: Invoice) -> Invoice:
         key = (invoice.partner_id, str(invoice.month))
         stored = self.invoices.get(key)
         if (stored.version if stored else None) != invoice.version:
             raise ConcurrentModification("invoice changed")
-        if payment is not None:
-            payment_key = (payment.partner_id, payment.purpose, payment.attempt)
-            if payment_key in self.payments:
-                raise ConcurrentModification("payment already recorded")
-            self.payments[payment_key] = payment
         saved = replace(invoice, version=(invoice.version or 0) + 1)
         self.invoices[key] = saved
-        self.audit.append(audit)
+        self.writes += 1
         return saved
 
     def list_invoices(self, partner_id: str, *, limit: int, after: str | None) -> tuple[list[Invoice], str | None]:
@@ -228,6 +222,9 @@ class InMemoryInvoiceStore:
             mine = [i for i in mine if str(i.month) < after]
         page = mine[:limit]
         return page, (str(page[-1].month) if len(mine) > limit else None)
+
+    def paid(self) -> list[Invoice]:
+        return [invoice for invoice in self.invoices.values() if invoice.payment_id is not None]
 
 
 @dataclass
@@ -254,3 +251,20 @@ class InMemoryUsageReports:
 
     def download_url(self, key: str) -> str:
         return f"https://reports.example/{key}?X-Amz-Expires=900"
+
+
+class WorkerCrash(RuntimeError):
+    """Stands for a Lambda dying mid-way (timeout, out of memory, lost container)."""
+
+
+class CrashingProvider(RecordingPaymentProvider):
+    """Accepts the charge at the provider, then the worker dies before recording it (once)."""
+
+    crash_after_charge: bool = True
+
+    def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        outcome = super().charge(request)
+        if self.crash_after_charge:
+            self.crash_after_charge = False
+            raise WorkerCrash("died after the provider accepted the payment")
+        return outcome

@@ -111,9 +111,9 @@ class WorkspaceDirectory(Protocol):
 class InvoiceStore(Protocol):
     def load_invoice(self, partner_id: str, month: BillingMonth) -> Invoice | None: ...
 
-    def save_invoice(self, invoice: Invoice, *, audit: AuditEvent, payment: PaymentRecord | None = None) -> Invoice:
-        """Atomically write the invoice (created once per partner and month, then only if unchanged since
-        loaded), its audit event and, for a successful charge, the payment record."""
+    def save_invoice(self, invoice: Invoice) -> Invoice:
+        """Write the invoice with its audit trail in one conditional write: created once per partner and
+        month, then only if unchanged since loaded (else ``ConcurrentModification``)."""
         ...
 
     def list_invoices(self, partner_id: str, *, limit: int, after: str | None) -> tuple[list[Invoice], str | None]:

@@ -77,7 +77,7 @@ class Services:
 
     @functools.cached_property
     def invoices(self) -> DynamoInvoiceStore:
-        return DynamoInvoiceStore(self.store)
+        return DynamoInvoiceStore()
 
     @functools.cached_property
     def usage_reports(self) -> S3UsageReports:

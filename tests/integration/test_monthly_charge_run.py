@@ -17,7 +17,6 @@ import boto3
 import pytest
 from chalice.test import Client
 
-from billing_core.adapters.dynamodb.models import PaymentItem, partner_pk
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.domain.invoicing import InvoiceStatus
@@ -26,7 +25,7 @@ from billing_core.services.metering import InboundMessage
 from billing_core.settings import BillingSettings
 from billing_core.wiring import Services
 from infra.stack import LocalStack
-from tests.fakes import FixedClock
+from tests.fakes import CrashingProvider, FixedClock, WorkerCrash
 from tests.helpers import auth_headers, new_partner_id
 
 pytestmark = pytest.mark.integration
@@ -77,8 +76,11 @@ def test_a_scripted_month_is_invoiced_paid_reported_and_downloadable_once(
     for _ in range(2):
         again = wired.monthly_charge.charge_partner_for_month(partner, month)
         assert again is not None and again.version == invoice.version
-    payments = list(PaymentItem.query(partner_pk(partner), PaymentItem.sk.startswith("PAYMENT#month")))
-    assert [(p.amount_minor, p.idempotency_key) for p in payments] == [(700, f"month:{partner}:2026-10:attempt-1")]
+    stored = wired.invoices.load_invoice(partner, OCTOBER)
+    assert stored is not None and stored.payment_id == invoice.payment_id
+    paid_events = [e.details for e in stored.events if e.event_type == "invoice_paid"]
+    assert [(e["amount"]["amount_minor"], e["idempotency_key"]) for e in paid_events] == [
+        (700, f"month:{partner}:2026-10:attempt-1")]  # fmt: skip
     assert emails_sent(local_stack) == sent_before + 1
 
     # The billing history and the usage report download, through the partner API.
@@ -130,3 +132,29 @@ def test_dispatcher_and_worker_entry_points(local_stack: LocalStack) -> None:
     response = charge(sqs_event([good, bad]), LocalLambdaContext("charge"))
     # Activated this month, so October is not billable: nothing to charge, and no failure either.
     assert response["batchItemFailures"] == [{"itemIdentifier": "bad"}]
+
+
+def test_a_worker_dying_after_the_provider_charged_is_reconciled_on_dynamodb_local(
+    settings: BillingSettings,
+) -> None:
+    clock = FixedClock(datetime(2026, 9, 10, 9, 0, tzinfo=UTC))
+    provider = CrashingProvider()
+    wired = Services(settings, clock=clock, payments=provider)
+    partner = new_partner_id()
+    owner = PartnerIdentity(partner, Role.OWNER, "owner", email=f"billing@{partner}.example")
+    provider.crash_after_charge = False
+    wired.activation.activate_monthly_billing(owner, "k", ActivatePlanRequest(payment_method="pm_card_visa"))
+    workspace = wired.workspaces.create_workspace(
+        owner, CreateWorkspaceRequest(name="Acme", edition="anti-malware", max_devices=5)
+    )
+    clock.current = datetime(2026, 10, 2, tzinfo=UTC)
+    wired.metering.record_batch([sighting(workspace.workspace_id, "a", clock.current)])
+    clock.current = datetime(2026, 11, 1, 0, 5, tzinfo=UTC)
+    provider.crash_after_charge = True
+    with pytest.raises(WorkerCrash):
+        wired.monthly_charge.charge_partner_for_month(partner, OCTOBER)
+    invoice = wired.monthly_charge.charge_partner_for_month(partner, OCTOBER)
+    assert invoice is not None and invoice.status is InvoiceStatus.PAID
+    charges = [key for key in provider.charges if key.startswith("month:")]
+    assert charges == [f"month:{partner}:2026-10:attempt-1"]  # both calls used the one key
+    assert provider.calls == 3  # activation, the crashed charge, the reconciling retry

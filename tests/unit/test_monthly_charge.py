@@ -11,12 +11,12 @@ import pytest
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.invoicing import Invoice, InvoiceStatus
 from billing_core.domain.metering import Billability, Sighting
-from billing_core.domain.payments import ChargeOutcome, ChargeRequest
 from billing_core.domain.plan import Plan, PlanState
 from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.domain.workspace import Workspace
 from billing_core.services.monthly_charge import MonthlyChargeService
 from tests.fakes import (
+    CrashingProvider,
     FixedClock,
     InMemoryBillingStore,
     InMemoryInvoiceStore,
@@ -24,15 +24,12 @@ from tests.fakes import (
     InMemoryUsageStore,
     RecordingMailer,
     RecordingPaymentProvider,
+    WorkerCrash,
 )
 
 ACTIVATED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 DECEMBER = BillingMonth(2026, 12)
 RUN_AT = datetime(2027, 1, 1, 0, 5, tzinfo=UTC)
-
-
-class WorkerCrash(RuntimeError):
-    pass
 
 
 @dataclass
@@ -96,29 +93,20 @@ def test_a_month_is_charged_once_reported_once_and_re_runs_change_nothing() -> N
     assert "December 2026" in world.mailer.sent[0][1].subject
     csv_lines = world.reports.reports["usage-reports/p1/2026-12.csv"].splitlines()
     assert len(csv_lines) == 1 + 3 and all(line.endswith(",billed") for line in csv_lines[1:])
+    # Created with the attempt claimed, paid, reported: three writes, each with its audit event.
+    assert world.invoices.writes == 3
+    assert [event.event_type for event in invoice.events] == [
+        "invoice_created", "payment_attempt_started", "invoice_paid", "billing_report_sent"]  # fmt: skip
     for _ in range(3):
         assert world.run() == world.invoices.load_invoice("p1", DECEMBER)
     assert world.provider.successful_charges == 1 and world.provider.calls == 1
-    assert len(world.invoices.payments) == 1 and len(world.mailer.sent) == 1
+    assert len(world.invoices.paid()) == 1 and len(world.mailer.sent) == 1
 
 
 def test_the_activation_month_is_not_charged() -> None:
     world = make_world(activated=datetime(2026, 12, 10, tzinfo=UTC))
     assert world.run() is None
     assert world.invoices.invoices == {} and world.provider.calls == 0
-
-
-class CrashingProvider(RecordingPaymentProvider):
-    """Accepts the charge at the provider, then the worker dies before recording it."""
-
-    crash_after_charge: bool = True
-
-    def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        outcome = super().charge(request)
-        if self.crash_after_charge:
-            self.crash_after_charge = False
-            raise WorkerCrash("died after the provider accepted the payment")
-        return outcome
 
 
 class CrashOnce:
@@ -158,7 +146,7 @@ def test_crash_after_the_payment_before_the_invoice_update_reconciles_through_th
     invoice = world.run()
     assert invoice is not None and invoice.status is InvoiceStatus.PAID
     assert world.provider.calls == 2 and world.provider.successful_charges == 1  # same key both times
-    assert len(world.invoices.payments) == 1 and len(world.mailer.sent) == 1
+    assert len(world.invoices.paid()) == 1 and len(world.mailer.sent) == 1
 
 
 def test_crash_after_the_invoice_before_the_email_then_retry() -> None:

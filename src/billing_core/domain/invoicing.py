@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
+from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth, require_utc
 from billing_core.domain.errors import Conflict
 from billing_core.domain.money import Money
@@ -80,7 +81,13 @@ class Invoice:
     reported_at: datetime | None = None
     # Failed payment attempts already e-mailed about (each failure is e-mailed once).
     failures_notified: int = 0
+    # The invoice's own audit trail: each state change appends its event in the same single write.
+    events: tuple[AuditEvent, ...] = ()
     version: int | None = None
+
+    def with_event(self, event_type: str, at: datetime, actor: str, **details: object) -> Invoice:
+        event = AuditEvent(self.partner_id, event_type, require_utc(at), actor, {"month": str(self.month), **details})
+        return replace(self, events=(*self.events, event))
 
     @property
     def total(self) -> Money:

@@ -5,10 +5,13 @@ again (the charge queue redelivers the message):
 
 1. the invoice is rated and created once per partner and month (conditional write);
 2. a payment attempt is claimed on the invoice (attempt number + start time) before the provider is
-   called, and the provider key is derived from partner, month and attempt, so a re-run after a crash
-   reaches the provider with the same key and reconciles instead of charging again;
-3. the outcome (paid / declined with the next retry date / past due) is written with the payment
-   record and an audit event in one transaction;
+   called (for a new invoice in the same write that creates it), and the provider key is derived from
+   partner, month and attempt, so a re-run after a crash reaches the provider with the same key and
+   reconciles instead of charging again;
+3. the outcome (paid with the payment id / declined with the next retry date / past due) is written;
+
+Each write is one conditional PutItem of the invoice item, whose own audit trail (``events``) gets the
+event of that change in the same write: no transaction, about three small writes per partner and month.
 4. the usage report (CSV) is written (an idempotent overwrite), the e-mail is sent and then marked as
    sent. A crash between sending and marking sends it again (at least once); nothing else can repeat.
 """
@@ -30,7 +33,7 @@ from billing_core.domain.invoicing import (
     rate_month,
 )
 from billing_core.domain.metering import count_seats
-from billing_core.domain.payments import ChargeOutcome, ChargeRequest, ChargeStatus, PaymentRecord, SavedPaymentMethod
+from billing_core.domain.payments import ChargeOutcome, ChargeRequest, ChargeStatus, SavedPaymentMethod
 from billing_core.domain.plan import Plan, PlanState
 from billing_core.domain.pricing import PriceList
 from billing_core.domain.reporting import (
@@ -76,12 +79,14 @@ class MonthlyChargeService:
         plan = self.plans.load_plan(partner_id)
         if not plan.is_live or not is_billable_month(plan, month):
             return None
-        invoice = self.invoices.load_invoice(partner_id, month) or self._rate(plan, month)
+        invoice = self.invoices.load_invoice(partner_id, month) or self._create(plan, month)
         if invoice.payment_attempt_started_at is not None or invoice.due_for_payment(self.clock.now().date()):
             invoice = self._pay(plan, invoice)
         return self._report(plan, invoice)
 
-    def _rate(self, plan: Plan, month: BillingMonth) -> Invoice:
+    def _create(self, plan: Plan, month: BillingMonth) -> Invoice:
+        """Rate the month and store the invoice, with the first payment attempt already claimed when
+        something is due (one write instead of two)."""
         on_plan = [w for w in self.workspaces.list_workspaces(plan.partner_id) if w.on_plan]
         usage = [
             WorkspaceMonthUsage(
@@ -93,50 +98,53 @@ class MonthlyChargeService:
             )
             for w in on_plan
         ]
-        invoice = rate_month(MonthToRate(plan, month, usage), self.prices, self.clock.now())
+        now = self.clock.now()
+        invoice = rate_month(MonthToRate(plan, month, usage), self.prices, now)
+        invoice = invoice.with_event("invoice_created", now, ACTOR, total=invoice.total.to_dict())
+        if invoice.due_for_payment(now.date()):
+            invoice = invoice.begin_payment_attempt(now)
+            invoice = invoice.with_event("payment_attempt_started", now, ACTOR, attempt=invoice.payment_attempts)
         try:
-            return self.invoices.save_invoice(
-                invoice,
-                audit=self._audit(invoice, "invoice_created", total=invoice.total.to_dict(), lines=len(invoice.lines)),
-            )
+            return self.invoices.save_invoice(invoice)
         except ConcurrentModification:
             existing = self.invoices.load_invoice(plan.partner_id, month)  # another worker created it first
             assert existing is not None
             return existing
 
     def _pay(self, plan: Plan, invoice: Invoice) -> Invoice:
-        claimed = invoice.begin_payment_attempt(self.clock.now())
-        if claimed is not invoice:
-            claimed = self.invoices.save_invoice(
-                claimed, audit=self._audit(claimed, "payment_attempt_started", attempt=claimed.payment_attempts)
+        now = self.clock.now()
+        if invoice.payment_attempt_started_at is None:
+            claimed = invoice.begin_payment_attempt(now)
+            invoice = self.invoices.save_invoice(
+                claimed.with_event("payment_attempt_started", now, ACTOR, attempt=claimed.payment_attempts)
             )
-        outcome = self._charge(plan, claimed)
+        outcome = self._charge(plan, invoice)
         now = self.clock.now()
         if outcome.succeeded:
             assert outcome.provider_payment_id is not None
-            paid = claimed.record_payment(outcome.provider_payment_id, now)
+            paid = invoice.record_payment(outcome.provider_payment_id, now)
             return self.invoices.save_invoice(
-                paid,
-                audit=self._audit(paid, "invoice_paid", payment_id=outcome.provider_payment_id),
-                payment=PaymentRecord(
-                    partner_id=plan.partner_id,
-                    purpose=f"month-{invoice.month}",
-                    attempt=claimed.payment_attempts,
-                    amount=claimed.total,
+                paid.with_event(
+                    "invoice_paid",
+                    now,
+                    ACTOR,
+                    payment_id=outcome.provider_payment_id,
                     provider=self.payments.name,
-                    provider_payment_id=outcome.provider_payment_id,
-                    idempotency_key=claimed.payment_key(),
-                    created_at=now,
-                ),
+                    idempotency_key=invoice.payment_key(),
+                    amount=invoice.total.to_dict(),
+                )
             )
-        declined = claimed.record_decline(outcome.decline_code or outcome.status.value)
+        declined = invoice.record_decline(outcome.decline_code or outcome.status.value)
         saved = self.invoices.save_invoice(
-            declined,
-            audit=self._audit(
-                declined, "payment_declined", attempt=claimed.payment_attempts, code=declined.failure_code,
+            declined.with_event(
+                "payment_declined",
+                now,
+                ACTOR,
+                attempt=invoice.payment_attempts,
+                code=declined.failure_code,
                 next_retry_on=str(declined.next_retry_on) if declined.next_retry_on else None,
-            ),
-        )  # fmt: skip
+            )
+        )
         if saved.status is InvoiceStatus.PAST_DUE and plan.state is not PlanState.PAST_DUE:
             self.plans.save_plan(
                 replace(plan, state=PlanState.PAST_DUE),
@@ -162,20 +170,21 @@ class MonthlyChargeService:
             return ChargeOutcome(ChargeStatus.DECLINED, None, declined.decline_code, declined.message)
 
     def _report(self, plan: Plan, invoice: Invoice) -> Invoice:
+        now = self.clock.now()
         if invoice.needs_report:
             self.reports.put(usage_report_key(plan.partner_id, invoice.month), self._usage_report(plan, invoice))
             message_id = self._send(plan, billing_report_email(invoice, plan.partner_id))
+            reported = replace(invoice, reported_at=now)
             return self.invoices.save_invoice(
-                replace(invoice, reported_at=self.clock.now()),
-                audit=self._audit(invoice, "billing_report_sent", to=plan.billing_email, message_id=message_id),
+                reported.with_event("billing_report_sent", now, ACTOR, to=plan.billing_email, message_id=message_id)
             )
         if invoice.needs_failure_notice:
             message_id = self._send(plan, payment_failed_email(invoice, plan.partner_id))
+            notified = replace(invoice, failures_notified=invoice.payment_attempts)
             return self.invoices.save_invoice(
-                replace(invoice, failures_notified=invoice.payment_attempts),
-                audit=self._audit(
-                    invoice, "payment_failed_notice_sent", attempt=invoice.payment_attempts, message_id=message_id
-                ),
+                notified.with_event(
+                    "payment_failed_notice_sent", now, ACTOR, attempt=invoice.payment_attempts, message_id=message_id
+                )
             )
         return invoice
 
@@ -203,10 +212,6 @@ class MonthlyChargeService:
                     for d in devices
                 ]
         return usage_report_csv(rows)
-
-    def _audit(self, invoice: Invoice, event_type: str, **details: object) -> AuditEvent:
-        now: datetime = self.clock.now()
-        return AuditEvent(invoice.partner_id, event_type, now, ACTOR, {"month": str(invoice.month), **details})
 
 
 @dataclass

@@ -152,6 +152,7 @@ class InvoiceItem(Model):
     paid_at = UTCDateTimeAttribute(null=True)
     reported_at = UTCDateTimeAttribute(null=True)
     failures_notified = NumberAttribute(default=0)
+    events: JSONAttribute = JSONAttribute(default=list)  # the invoice's audit trail
     version = VersionAttribute()
 
 

@@ -111,7 +111,7 @@ class DynamoBillingStore:
         )
         if plan.version is not None:  # unset for a new plan: the write then requires that none exists
             item.version = plan.version
-        with self.transaction(f"plan of partner {plan.partner_id}") as transaction:
+        with self._transaction(f"plan of partner {plan.partner_id}") as transaction:
             transaction.save(item)  # VersionAttribute adds the optimistic-lock condition
             transaction.save(audit_item(audit), condition=AuditItem.pk.does_not_exist())
             if payment is not None:
@@ -156,13 +156,13 @@ class DynamoBillingStore:
         )
         if workspace.version is not None:
             item.version = workspace.version
-        with self.transaction(f"workspace {workspace.workspace_id}") as transaction:
+        with self._transaction(f"workspace {workspace.workspace_id}") as transaction:
             transaction.save(item)
             transaction.save(audit_item(audit), condition=AuditItem.pk.does_not_exist())
         return replace(workspace, version=item.version)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def transaction(self, what: str) -> _GuardedTransaction:
+    def _transaction(self, what: str) -> _GuardedTransaction:
         return _GuardedTransaction(self._connection, what)
 
 
