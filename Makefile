@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 LAYER_PYTHON_VERSION := 3.12
 LAYER_PLATFORM       := manylinux2014_aarch64
 
-.PHONY: up test lint typecheck unit layer clean reset install bench-import bench-meter
+.PHONY: up test lint typecheck unit layer clean reset install bench-import bench-meter bench-charge
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ bench-import: $(STAMP)
 # against DynamoDB Local -> bench/results/meter.json (about 20 minutes on 2 cores)
 bench-meter: $(STAMP)
 	$(BIN)/python bench/meter_bench.py
+
+# Monthly charge run: 1,000 then 4,000 partners x 20 workspaces x up to 20 devices through the dispatcher
+# and charge-worker handlers on the local stack -> bench/results/charge.json (about 40 minutes on 2 cores)
+bench-charge: $(STAMP)
+	$(BIN)/python bench/charge_bench.py
 
 # The billing-core layer for the Lambda platform, without Docker: binary wheels for arm64 / CPython 3.12.
 # Chalice goes in without its dependencies: at run time only chalice.app is used, which needs the

@@ -29,6 +29,9 @@ from typing import Any
 
 import boto3
 
+# Only the benchmark's own lines: set before the handlers' Logger exists.
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

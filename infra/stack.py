@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -85,6 +86,7 @@ class LocalStack:
 
     def start(self) -> dict[str, list[str]]:
         self.check_prerequisites()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the moto server's access log
         self.dynamodb.start()
         self.moto.start()
         self._moto_started = True
