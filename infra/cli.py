@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -103,6 +104,22 @@ def send_report(
     if wait:
         wait_until_consumed(moto_port)
         console.print("consumed by the meter function")
+
+
+@app.command("charge")
+def charge_month(
+    month: Annotated[str | None, typer.Option(help="Month to charge, YYYY-MM (default: last month, UTC)")] = None,
+    dynamodb_port: Annotated[int, typer.Option(help="Port of the running stack's DynamoDB Local")] = 8042,
+    moto_port: Annotated[int, typer.Option(help="Port of the running stack's moto server")] = 5042,
+) -> None:
+    """Start a monthly charge run on the running local stack (as the schedule does on the 1st): one charge
+    message per live plan, which the stack delivers to the charge worker. Re-running a month is harmless."""
+    from infra.stack import LocalStack, StackConfig
+
+    stack = LocalStack(StackConfig(dynamodb_port=dynamodb_port, moto_port=moto_port))
+    os.environ.update(stack.environment())
+    result = stack.invoke("MonthlyRunDispatcherFunction", {"month": month} if month else {})
+    console.print(f"queued {result['partners']} partner(s) for {result['month']}")
 
 
 @app.command()

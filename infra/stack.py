@@ -13,9 +13,9 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-from infra import DEFAULT_STACK_NAME, LOCAL_STATE_DIR
+from infra import DEFAULT_STACK_NAME, LOCAL_STATE_DIR, PROJECT_ROOT
 from infra.dynamodb_local import DynamoDBLocal
-from infra.lambda_runtime import SqsPoller, sqs_event_sources
+from infra.lambda_runtime import LocalLambdaContext, SqsPoller, load_handler, sqs_event_sources
 from infra.local_api import LocalApiServer, composed_partner_api
 from infra.processes import require_free_port, require_tool
 from infra.resources import create_resources
@@ -109,6 +109,14 @@ class LocalStack:
         self.api = LocalApiServer(composed_partner_api(self.template), "127.0.0.1", self.config.api_port)
         self.api.start()
         return self.api
+
+    def invoke(self, function_logical_id: str, event: dict[str, Any]) -> Any:
+        """Invoke a function's handler from template.yaml once, in this process (like `sam local invoke`)."""
+        properties = self.template["Resources"][function_logical_id]["Properties"]
+        handler = load_handler(
+            PROJECT_ROOT / properties["CodeUri"], properties["Handler"], f"invoke_{function_logical_id}"
+        )
+        return handler(event, LocalLambdaContext(function_logical_id, int(properties.get("Timeout", 60))))
 
     def start_event_sources(self) -> list[SqsPoller]:
         """Deliver every SQS event source of template.yaml to its function's real handler."""
