@@ -15,7 +15,7 @@ from billing_core.adapters.payments.sandbox import SandboxPaymentProvider
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import ConcurrentModification, IdempotencyKeyReused, TransientFailure
-from billing_core.domain.invoicing import Invoice
+from billing_core.domain.invoicing import Invoice, LateDevices
 from billing_core.domain.metering import Billability, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable, PaymentRecord
 from billing_core.domain.plan import Plan
@@ -59,6 +59,14 @@ class InMemoryBillingStore:
         saved = replace(plan, version=(plan.version or 0) + 1)
         self.plans[plan.partner_id] = saved
         self.audit.append(audit)
+        return saved
+
+    def close_month(self, plan: Plan, month: BillingMonth) -> Plan:
+        stored = self.plans.get(plan.partner_id)
+        if (stored.version if stored else None) != plan.version:
+            raise ConcurrentModification("plan changed")
+        saved = replace(plan, last_charged_month=month, version=(plan.version or 0) + 1)
+        self.plans[plan.partner_id] = saved
         return saved
 
     def load_workspace(self, workspace_id: str) -> Workspace | None:
@@ -134,7 +142,7 @@ class InMemoryUsageStore:
     chosen devices as throttled."""
 
     devices: dict[tuple[DeviceMonthKey, bool], tuple[Sighting, Billability, str | None]] = field(default_factory=dict)
-    late: list[tuple[str, DeviceMonthKey]] = field(default_factory=list)
+    late: list[tuple[str, DeviceMonthKey, BillingMonth | None]] = field(default_factory=list)
     rejections: dict[str, str] = field(default_factory=dict)
     throttled_devices: set[str] = field(default_factory=set)
     writes: int = 0
@@ -145,7 +153,12 @@ class InMemoryUsageStore:
         return {key for key in keys if (key, billability.billable) in self.devices}
 
     def record_first_sighting(
-        self, sighting: Sighting, billability: Billability, partner_id: str | None, recorded_at: datetime
+        self,
+        sighting: Sighting,
+        billability: Billability,
+        partner_id: str | None,
+        recorded_at: datetime,
+        late_bill_in: BillingMonth | None = None,
     ) -> bool:
         if sighting.device_id in self.throttled_devices:
             raise TransientFailure("ProvisionedThroughputExceededException")
@@ -155,11 +168,18 @@ class InMemoryUsageStore:
             return False
         self.devices[slot] = (sighting, billability, partner_id)
         if billability is Billability.LATE and partner_id is not None:
-            self.late.append((partner_id, sighting.key))
+            self.late.append((partner_id, sighting.key, late_bill_in))
         return True
 
     def record_rejection(self, message_id: str, reason: str, body: str, received_at: datetime) -> None:
         self.rejections[message_id] = reason
+
+    def late_devices(self, partner_id: str, bill_in: BillingMonth) -> list[LateDevices]:
+        counts: dict[tuple[BillingMonth, str], int] = {}
+        for partner, key, month in self.late:
+            if partner == partner_id and month == bill_in:
+                counts[(key.month, key.workspace_id)] = counts.get((key.month, key.workspace_id), 0) + 1
+        return [LateDevices(month, workspace_id, n) for (month, workspace_id), n in sorted(counts.items())]
 
     def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
         return sum(

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.invoicing import Invoice
+from billing_core.domain.invoicing import Invoice, LateDevices
 from billing_core.domain.metering import Billability, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentRecord, SavedPaymentMethod
 from billing_core.domain.plan import Plan
@@ -34,6 +34,11 @@ class PlanStore(Protocol):
         """Atomically write the plan (only if unchanged since loaded), its audit event and payment.
 
         Raises ``ConcurrentModification`` when the plan changed in between."""
+        ...
+
+    def close_month(self, plan: Plan, month: BillingMonth) -> Plan:
+        """Record ``month`` as charged (a single versioned update; its audit event is the invoice's
+        ``invoice_created``). Raises ``ConcurrentModification`` when the plan changed in between."""
         ...
 
 
@@ -84,9 +89,19 @@ class UsageStore(Protocol):
         ...
 
     def record_first_sighting(
-        self, sighting: Sighting, billability: Billability, partner_id: str | None, recorded_at: datetime
+        self,
+        sighting: Sighting,
+        billability: Billability,
+        partner_id: str | None,
+        recorded_at: datetime,
+        late_bill_in: BillingMonth | None = None,
     ) -> bool:
-        """Record the device-month once (a conditional write). False if it was already recorded."""
+        """Record the device-month once (a conditional write). False if it was already recorded. Late
+        usage is also queued for the invoice of ``late_bill_in``."""
+        ...
+
+    def late_devices(self, partner_id: str, bill_in: BillingMonth) -> list[LateDevices]:
+        """Late usage queued for the invoice of ``bill_in``, counted per month and workspace."""
         ...
 
     def record_rejection(self, message_id: str, reason: str, body: str, received_at: datetime) -> None: ...

@@ -101,6 +101,16 @@ def test_a_scripted_month_is_invoiced_paid_reported_and_downloadable_once(
     assert client.http.get("/invoices", headers=auth_headers(partner, Role.TECHNICIAN)).status_code == 403
     assert client.http.get("/invoices/2026-10", headers=auth_headers(new_partner_id())).status_code == 404
 
+    # A device first reported for October after October was charged is late usage on November's
+    # invoice; October's cap (2) is already full, so it adds a line with no extra seat.
+    clock.current = datetime(2026, 11, 10, tzinfo=UTC)
+    wired.metering.record_batch([sighting(workspace.workspace_id, "d", october_day)])
+    clock.current = datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
+    november = wired.monthly_charge.charge_partner_for_month(partner, BillingMonth(2026, 11))
+    assert november is not None and november.status is InvoiceStatus.NOTHING_DUE
+    assert [(str(line.month), line.seats, line.devices) for line in november.lines if line.adjustment] == [
+        ("2026-10", 0, 1)]  # fmt: skip
+
 
 def test_dispatcher_and_worker_entry_points(local_stack: LocalStack) -> None:
     from infra import PROJECT_ROOT

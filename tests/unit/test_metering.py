@@ -156,7 +156,9 @@ def test_a_sighting_for_a_charged_month_is_late_usage_recorded_once() -> None:
     metering = MeteringService(usage, InMemoryWorkspaceDirectory(store), FixedClock(NOW))
     metering.record_batch([sighting("late-1", "d1", at=october), sighting("late-2", "d1", at=october)])
     metering.record_batch([sighting("late-3", "d1", at=october + timedelta(hours=1))])
-    assert [(partner, str(key.month), key.device_id) for partner, key in usage.late] == [("p1", "2026-10", "d1")]
+    assert [(partner, str(key.month), key.device_id, str(bill_in)) for partner, key, bill_in in usage.late] == [
+        ("p1", "2026-10", "d1", "2026-11")  # billed on the November invoice
+    ]
     metering.record_batch([sighting("now", "d1")])
     assert len(usage.late) == 1 and usage.seats("ws1", NOVEMBER) == {"d1"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -191,3 +192,27 @@ def test_a_month_without_seats_is_reported_without_a_payment_attempt() -> None:
     invoice = world.run()
     assert invoice is not None and invoice.status is InvoiceStatus.NOTHING_DUE
     assert world.provider.calls == 0 and len(world.mailer.sent) == 1
+
+
+def test_late_usage_after_the_run_is_billed_once_on_the_next_invoice() -> None:
+    from billing_core.services.metering import InboundMessage, MeteringService
+    from tests.fakes import InMemoryWorkspaceDirectory
+
+    world = make_world(devices=3)
+    assert world.run() is not None  # December charged on 1 January: 3 seats
+    metering = MeteringService(world.usage, InMemoryWorkspaceDirectory(world.store), world.clock)
+    world.clock.current = datetime(2027, 1, 10, tzinfo=UTC)
+    late_body = {"type": "daily_report", "event_id": "late", "workspace_id": "ws1", "device_ids": ["d0", "late-1"],
+                 "observed_at": "2026-12-30T10:00:00Z"}  # fmt: skip
+    metering.record_batch([InboundMessage("m-late", json.dumps(late_body))])
+    metering.record_batch([InboundMessage("m-late-again", json.dumps(late_body))])  # redelivery
+
+    world.clock.current = datetime(2027, 2, 1, 0, 5, tzinfo=UTC)
+    january = world.service().charge_partner_for_month("p1", BillingMonth(2027, 1))
+    assert january is not None and january.status is InvoiceStatus.PAID
+    adjustments = [(str(line.month), line.seats, line.devices) for line in january.lines if line.adjustment]
+    assert adjustments == [("2026-12", 1, 1)]  # only the new device; d0 was already billed in December
+    assert january.total.amount_minor == 250  # no January usage, one late December seat
+    world.clock.current = datetime(2027, 3, 1, 0, 5, tzinfo=UTC)
+    february = world.service().charge_partner_for_month("p1", BillingMonth(2027, 2))
+    assert february is not None and not [line for line in february.lines if line.adjustment]

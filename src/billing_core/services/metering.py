@@ -112,7 +112,6 @@ class MeteringService:
         self._directory_ttl = directory_ttl
         self._recent = RecentKeys(recent_capacity)
         self._workspaces: dict[str, _Cached[Workspace | None]] = {}
-        self._charged: dict[str, _Cached[BillingMonth | None]] = {}
         self._write_concurrency = write_concurrency
 
     def record_batch(self, messages: list[InboundMessage]) -> BatchOutcome:
@@ -130,7 +129,19 @@ class MeteringService:
             return outcome
 
         workspaces = self._lookup_workspaces({s.workspace_id for s in all_sightings}, now)
-        charged = self._lookup_charged_months({w.partner_id for w in workspaces.values() if w is not None}, now)
+        # Only a sighting of an earlier month can be late; for those the charged month is read fresh
+        # (never cached), since a monthly run may have just closed that month.
+        current_month = BillingMonth.containing(now)
+        partners_with_past_sightings = {
+            workspace.partner_id
+            for sighting in all_sightings
+            if sighting.key.month < current_month and (workspace := workspaces.get(sighting.workspace_id)) is not None
+        }
+        charged = (
+            dict(self._directory.last_charged_months(partners_with_past_sightings))
+            if partners_with_past_sightings
+            else {}
+        )
 
         # Group by (device-month, billable?) with the messages that carried each, keep the earliest.
         carriers: dict[tuple[DeviceMonthKey, bool], set[str]] = defaultdict(set)
@@ -169,10 +180,12 @@ class MeteringService:
         def write(item: tuple[Sighting, Billability]) -> tuple[tuple[Sighting, Billability], bool | None]:
             sighting, billability = item
             workspace = workspaces.get(sighting.workspace_id)
+            partner_id = workspace.partner_id if workspace else None
+            last_charged = charged.get(partner_id) if partner_id else None
+            # Late usage goes on the next invoice: the one of the month after the last charged month.
+            bill_in = last_charged.next() if billability is Billability.LATE and last_charged else None
             try:
-                written = self._usage.record_first_sighting(
-                    sighting, billability, workspace.partner_id if workspace else None, now
-                )
+                written = self._usage.record_first_sighting(sighting, billability, partner_id, now, bill_in)
             except TransientFailure:
                 return item, None
             return item, written
@@ -197,9 +210,6 @@ class MeteringService:
 
     def _lookup_workspaces(self, workspace_ids: set[str], now: datetime) -> dict[str, Workspace | None]:
         return self._cached_lookup(self._workspaces, workspace_ids, now, self._directory.workspaces)
-
-    def _lookup_charged_months(self, partner_ids: set[str], now: datetime) -> dict[str, BillingMonth | None]:
-        return self._cached_lookup(self._charged, partner_ids, now, self._directory.last_charged_months)
 
     def _cached_lookup(
         self,

@@ -27,6 +27,7 @@ from billing_core.domain.errors import ConcurrentModification, PaymentDeclined
 from billing_core.domain.invoicing import (
     Invoice,
     InvoiceStatus,
+    LateDevices,
     MonthToRate,
     WorkspaceMonthUsage,
     is_billable_month,
@@ -85,9 +86,12 @@ class MonthlyChargeService:
         return self._report(plan, invoice)
 
     def _create(self, plan: Plan, month: BillingMonth) -> Invoice:
-        """Rate the month and store the invoice, with the first payment attempt already claimed when
+        """Close the month on the plan (so sightings arriving from now on are late usage for the next
+        invoice), rate it, and store the invoice, with the first payment attempt already claimed when
         something is due (one write instead of two)."""
-        on_plan = [w for w in self.workspaces.list_workspaces(plan.partner_id) if w.on_plan]
+        plan = self._close_month(plan, month)
+        workspaces = self.workspaces.list_workspaces(plan.partner_id)
+        on_plan = [w for w in workspaces if w.on_plan]
         usage = [
             WorkspaceMonthUsage(
                 w.workspace_id,
@@ -98,9 +102,18 @@ class MonthlyChargeService:
             )
             for w in on_plan
         ]
+        late = self.usage.late_devices(plan.partner_id, month)
+        request = MonthToRate(
+            plan,
+            month,
+            usage,
+            late=late,
+            invoiced_seats=self._invoiced_seats(plan.partner_id, late, month),
+            workspaces={u.workspace_id: u for u in usage},
+        )
         now = self.clock.now()
-        invoice = rate_month(MonthToRate(plan, month, usage), self.prices, now)
-        invoice = invoice.with_event("invoice_created", now, ACTOR, total=invoice.total.to_dict())
+        invoice = rate_month(request, self.prices, now)
+        invoice = invoice.with_event("invoice_created", now, ACTOR, total=invoice.total.to_dict(), month_closed=True)
         if invoice.due_for_payment(now.date()):
             invoice = invoice.begin_payment_attempt(now)
             invoice = invoice.with_event("payment_attempt_started", now, ACTOR, attempt=invoice.payment_attempts)
@@ -110,6 +123,38 @@ class MonthlyChargeService:
             existing = self.invoices.load_invoice(plan.partner_id, month)  # another worker created it first
             assert existing is not None
             return existing
+
+    def _close_month(self, plan: Plan, month: BillingMonth) -> Plan:
+        for _ in range(3):
+            if plan.last_charged_month is not None and plan.last_charged_month >= month:
+                return plan
+            try:
+                return self.plans.close_month(plan, month)
+            except ConcurrentModification:
+                plan = self.plans.load_plan(plan.partner_id)
+        raise ConcurrentModification(f"plan of {plan.partner_id} keeps changing; the run will retry")
+
+    def _invoiced_seats(
+        self, partner_id: str, late: list[LateDevices], before: BillingMonth
+    ) -> dict[tuple[BillingMonth, str], tuple[int, int]]:
+        """Seats and devices already invoiced for each (month, workspace) that has late usage, over the
+        month's own invoice and the adjustments of every invoice since."""
+        totals: dict[tuple[BillingMonth, str], tuple[int, int]] = {}
+        invoices: dict[BillingMonth, Invoice | None] = {}
+        for item in late:
+            key = (item.month, item.workspace_id)
+            seats = devices = 0
+            month = item.month
+            while month < before:
+                if month not in invoices:
+                    invoices[month] = self.invoices.load_invoice(partner_id, month)
+                invoice = invoices[month]
+                for line in invoice.lines if invoice else ():
+                    if (line.month, line.workspace_id) == key:
+                        seats, devices = seats + line.seats, devices + line.devices
+                month = month.next()
+            totals[key] = (seats, devices)
+        return totals
 
     def _pay(self, plan: Plan, invoice: Invoice) -> Invoice:
         now = self.clock.now()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from billing_core.adapters.dynamodb.models import (
@@ -122,6 +122,18 @@ class DynamoBillingStore:
         """Partner ids of every live plan, paged through the sparse ChargeablePlans index."""
         for item in PlanItem.chargeable_plans.query(CHARGEABLE, page_size=page_size):
             yield item.partner_id
+
+    def close_month(self, plan: Plan, month: BillingMonth) -> Plan:
+        item = PlanItem(pk=partner_pk(plan.partner_id), sk=PLAN_SK)
+        if plan.version is not None:
+            item.version = plan.version
+        try:
+            item.update(actions=[PlanItem.last_charged_month.set(str(month))])  # version-checked and bumped
+        except UpdateError as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                raise ConcurrentModification(f"plan of partner {plan.partner_id} was changed concurrently") from error
+            raise
+        return replace(plan, last_charged_month=month, version=item.version)
 
     # -- workspaces ------------------------------------------------------------------------------
     def load_workspace(self, workspace_id: str) -> Workspace | None:

@@ -3,13 +3,14 @@
 Usage table item layout (pk / sk):
   WS#<workspace>#<YYYY-MM>   / DEV#<device>           a billable (or late) device-month, written once
   NB#<workspace>#<YYYY-MM>   / DEV#<device>           a not-billable device-month (unknown / not on plan)
-  LATE#<partner>             / <YYYY-MM>#<ws>#<dev>   late usage awaiting the next invoice's adjustment
+  LATE#<partner>             / <bill-in>#<YYYY-MM>#<ws>#<dev>   late usage, queued for the invoice of <bill-in>
   REJECTED#<YYYY-MM-DD>      / <message id>           a rejected message and why
 Every item expires (TTL ``expires_at``) after the retention period.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from billing_core.adapters.dynamodb.models import PlanItem, WorkspaceItem, partn
 from billing_core.adapters.dynamodb.repositories import PLAN_SK, WORKSPACE_SK, workspace_from_item
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import TransientFailure
+from billing_core.domain.invoicing import LateDevices
 from billing_core.domain.metering import Billability, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.workspace import Workspace
 
@@ -132,7 +134,12 @@ class DynamoUsageStore:
         return found
 
     def record_first_sighting(
-        self, sighting: Sighting, billability: Billability, partner_id: str | None, recorded_at: datetime
+        self,
+        sighting: Sighting,
+        billability: Billability,
+        partner_id: str | None,
+        recorded_at: datetime,
+        late_bill_in: BillingMonth | None = None,
     ) -> bool:
         key = sighting.key
         item = DeviceMonthItem(
@@ -151,10 +158,10 @@ class DynamoUsageStore:
             if error.cause_response_code == "ConditionalCheckFailedException":
                 return False  # recorded meanwhile by a concurrent delivery
             raise
-        if billability is Billability.LATE and partner_id is not None:
+        if billability is Billability.LATE and partner_id is not None and late_bill_in is not None:
             late = LateUsageItem(
                 pk=f"LATE#{partner_id}",
-                sk=f"{key.month}#{key.workspace_id}#{key.device_id}",
+                sk=f"{late_bill_in}#{key.month}#{key.workspace_id}#{key.device_id}",
                 workspace_id=key.workspace_id,
                 device_id=key.device_id,
                 month=str(key.month),
@@ -183,6 +190,14 @@ class DynamoUsageStore:
             lambda: list(DeviceMonthItem.query(pk, attributes_to_get=["sk", "first_seen_at"])), "reading devices"
         )
         return [RecordedDevice(item.sk.removeprefix("DEV#"), item.first_seen_at) for item in items]
+
+    def late_devices(self, partner_id: str, bill_in: BillingMonth) -> list[LateDevices]:
+        items = _retryable(
+            lambda: list(LateUsageItem.query(f"LATE#{partner_id}", LateUsageItem.sk.startswith(f"{bill_in}#"))),
+            "reading late usage",
+        )
+        counts = Counter((BillingMonth.parse(item.month), item.workspace_id) for item in items)
+        return [LateDevices(month, workspace_id, devices) for (month, workspace_id), devices in sorted(counts.items())]
 
     def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
         pk = device_month_pk(workspace_id, month, Billability.BILLABLE)
