@@ -7,8 +7,18 @@ from typing import Any
 
 import botocore.client
 
-CAPACITY_OPERATIONS = {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "BatchWriteItem", "Query",
-                       "Scan", "TransactWriteItems", "TransactGetItems"}  # fmt: skip
+CAPACITY_OPERATIONS = {
+    "GetItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchGetItem",
+    "BatchWriteItem",
+    "Query",
+    "Scan",
+    "TransactWriteItems",
+    "TransactGetItems",
+}
 READ_OPERATIONS = {"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"}
 
 

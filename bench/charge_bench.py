@@ -65,12 +65,21 @@ def generate_and_load(partners: int, seed: int) -> dict[str, int]:
         partner_id = f"bench-{seed}-{p:05d}"
         plans.append(
             PlanItem(
-                pk=partner_pk(partner_id), sk=PLAN_SK, partner_id=partner_id, state="active", currency="USD",
-                price_list_version="2026-01", activated_at=ACTIVATED, activation_attempt=1,
-                payment_customer_ref=f"cus_{p}", payment_method_ref="pm_card_visa",
-                billing_email=f"billing@{partner_id}.example", charge_index=CHARGEABLE, updated_at=ACTIVATED,
+                pk=partner_pk(partner_id),
+                sk=PLAN_SK,
+                partner_id=partner_id,
+                state="active",
+                currency="USD",
+                price_list_version="2026-01",
+                activated_at=ACTIVATED,
+                activation_attempt=1,
+                payment_customer_ref=f"cus_{p}",
+                payment_method_ref="pm_card_visa",
+                billing_email=f"billing@{partner_id}.example",
+                charge_index=CHARGEABLE,
+                updated_at=ACTIVATED,
             )
-        )  # fmt: skip
+        )
         total = 0
         for w in range(WORKSPACES_PER_PARTNER):
             workspace_id = f"ws-{partner_id}-{w:02d}"
@@ -80,20 +89,33 @@ def generate_and_load(partners: int, seed: int) -> dict[str, int]:
             total += min(seen, max_devices) * PRICE_LIST_2026_01.editions[edition].seat_price_minor["USD"]
             workspaces.append(
                 WorkspaceItem(
-                    pk=workspace_pk(workspace_id), sk=WORKSPACE_SK, workspace_id=workspace_id, partner_id=partner_id,
-                    name=f"Customer {w:02d}", on_plan=True, edition=edition, max_devices=max_devices,
-                    created_at=ACTIVATED, joined_plan_at=ACTIVATED, gsi1pk=partner_pk(partner_id),
+                    pk=workspace_pk(workspace_id),
+                    sk=WORKSPACE_SK,
+                    workspace_id=workspace_id,
+                    partner_id=partner_id,
+                    name=f"Customer {w:02d}",
+                    on_plan=True,
+                    edition=edition,
+                    max_devices=max_devices,
+                    created_at=ACTIVATED,
+                    joined_plan_at=ACTIVATED,
+                    gsi1pk=partner_pk(partner_id),
                     gsi1sk=f"WORKSPACE#{to_iso(ACTIVATED)}#{workspace_id}",
                 )
-            )  # fmt: skip
+            )
             devices += [
                 DeviceMonthItem(
-                    pk=device_month_pk(workspace_id, MONTH, Billability.BILLABLE), sk=device_sk(f"dev-{d:02d}"),
-                    first_seen_at=first_seen + timedelta(minutes=d), event_id=f"e{d}", billability="billable",
-                    partner_id=partner_id, recorded_at=first_seen, expires_at=first_seen + timedelta(days=400),
+                    pk=device_month_pk(workspace_id, MONTH, Billability.BILLABLE),
+                    sk=device_sk(f"dev-{d:02d}"),
+                    first_seen_at=first_seen + timedelta(minutes=d),
+                    event_id=f"e{d}",
+                    billability="billable",
+                    partner_id=partner_id,
+                    recorded_at=first_seen,
+                    expires_at=first_seen + timedelta(days=400),
                 )
                 for d in range(seen)
-            ]  # fmt: skip
+            ]
         expected[partner_id] = total
     for item in plans + workspaces:
         item.version = 1  # type: ignore[union-attr]
@@ -169,8 +191,15 @@ def stored_totals(partner_ids: list[str]) -> dict[str, int]:
 
 
 def measure(partners: int, seed: int) -> dict[str, Any]:
-    stack = LocalStack(StackConfig(dynamodb_port=free_port(), moto_port=free_port(), api_port=free_port(),
-                                   data_dir=None, stack_name=f"bench{seed}"))  # fmt: skip
+    stack = LocalStack(
+        StackConfig(
+            dynamodb_port=free_port(),
+            moto_port=free_port(),
+            api_port=free_port(),
+            data_dir=None,
+            stack_name=f"bench{seed}",
+        )
+    )
     stack.start()
     os.environ.update(POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true")
     from billing_core.wiring import services
@@ -190,8 +219,10 @@ def measure(partners: int, seed: int) -> dict[str, Any]:
         exact = stored_totals(sorted(expected)) == expected
     finally:
         stack.stop()
-    print(f"  {partners} partners: {seconds:.1f}s, {rcu / partners:.1f} RCU and {wcu / partners:.1f} WCU per partner",
-          flush=True)  # fmt: skip
+    print(
+        f"  {partners} partners: {seconds:.1f}s, {rcu / partners:.1f} RCU and {wcu / partners:.1f} WCU per partner",
+        flush=True,
+    )
     return {"seconds": seconds, "rcu": rcu, "wcu": wcu, "calls": calls, "exact": exact}
 
 

@@ -33,8 +33,13 @@ OCTOBER = BillingMonth(2026, 10)
 
 
 def sighting(workspace_id: str, device_id: str, at: datetime) -> InboundMessage:
-    body = {"type": "sighting", "event_id": uuid.uuid4().hex, "workspace_id": workspace_id, "device_id": device_id,
-            "observed_at": at.isoformat()}  # fmt: skip
+    body = {
+        "type": "sighting",
+        "event_id": uuid.uuid4().hex,
+        "workspace_id": workspace_id,
+        "device_id": device_id,
+        "observed_at": at.isoformat(),
+    }
     return InboundMessage(uuid.uuid4().hex, json.dumps(body))
 
 
@@ -80,7 +85,8 @@ def test_a_scripted_month_is_invoiced_paid_reported_and_downloadable_once(
     assert stored is not None and stored.payment_id == invoice.payment_id
     paid_events = [e.details for e in stored.events if e.event_type == "invoice_paid"]
     assert [(e["amount"]["amount_minor"], e["idempotency_key"]) for e in paid_events] == [
-        (700, f"month:{partner}:2026-10:attempt-1")]  # fmt: skip
+        (700, f"month:{partner}:2026-10:attempt-1")
+    ]
     assert emails_sent(local_stack) == sent_before + 1
 
     # The billing history and the usage report download, through the partner API.
@@ -94,7 +100,10 @@ def test_a_scripted_month_is_invoiced_paid_reported_and_downloadable_once(
     with urllib.request.urlopen(link["url"], timeout=10) as response:  # noqa: S310 - the local moto server
         rows = list(csv.DictReader(io.StringIO(response.read().decode())))
     assert sorted((row["device_id"], row["status"]) for row in rows) == [
-        ("a", "billed"), ("b", "billed"), ("c", "over_cap")]  # fmt: skip
+        ("a", "billed"),
+        ("b", "billed"),
+        ("c", "over_cap"),
+    ]
     assert {row["workspace_name"] for row in rows} == {"Acme, Inc."}
     assert client.http.get("/invoices/2026-09", headers=headers).status_code == 404
     assert client.http.get("/invoices/2026-13", headers=headers).status_code == 422
@@ -109,7 +118,8 @@ def test_a_scripted_month_is_invoiced_paid_reported_and_downloadable_once(
     november = wired.monthly_charge.charge_partner_for_month(partner, BillingMonth(2026, 11))
     assert november is not None and november.status is InvoiceStatus.NOTHING_DUE
     assert [(str(line.month), line.seats, line.devices) for line in november.lines if line.adjustment] == [
-        ("2026-10", 0, 1)]  # fmt: skip
+        ("2026-10", 0, 1)
+    ]
 
 
 def test_dispatcher_and_worker_entry_points(local_stack: LocalStack) -> None:

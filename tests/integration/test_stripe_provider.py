@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 import stripe
 
 from billing_core.adapters.payments.stripe_provider import StripePaymentProvider
+from billing_core.domain.audit import AuditEvent
+from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import PaymentDeclined
+from billing_core.domain.identity import PartnerIdentity, Role
+from billing_core.domain.invoicing import InvoiceStatus
 from billing_core.domain.money import Money
 from billing_core.domain.payments import (
     ChargeRequest,
@@ -16,7 +23,14 @@ from billing_core.domain.payments import (
     PaymentProviderUnavailable,
     SavedPaymentMethod,
 )
-from tests.integration.localstripe_server import TEST_API_KEY, free_port, running_localstripe
+from billing_core.schemas import ActivatePlanRequest, CreateWorkspaceRequest
+from billing_core.services.metering import InboundMessage
+from billing_core.settings import BillingSettings
+from billing_core.wiring import Services
+from infra.processes import free_port
+from tests.fakes import FixedClock
+from tests.helpers import new_partner_id
+from tests.integration.localstripe_server import TEST_API_KEY, running_localstripe
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +200,54 @@ def test_unreachable_stripe_raises_provider_unavailable() -> None:
         closed.save_payment_method(partner_id="partner-1", payment_method="pm_x")
     with pytest.raises(PaymentProviderUnavailable):
         closed.charge(_request(saved, "partner-1:activation:1"))
+
+
+def test_activation_and_a_monthly_run_through_stripe(
+    api_base: str, stripe_client: stripe.StripeClient, settings: BillingSettings
+) -> None:
+    """The whole money path with the Stripe adapter: activation fee on-session, the month off-session,
+    a declined retry, all against localstripe, with state in DynamoDB Local."""
+    clock = FixedClock(datetime(2026, 9, 10, 9, 0, tzinfo=UTC))
+    provider = StripePaymentProvider(TEST_API_KEY, api_base=api_base, setup_future_usage=False, max_network_retries=0)
+    wired = Services(settings, clock=clock, payments=provider)
+    partner = new_partner_id()
+    owner = PartnerIdentity(partner, Role.OWNER, "owner", email=f"billing@{partner}.example")
+    outcome = wired.activation.activate_monthly_billing(
+        owner, "k1", ActivatePlanRequest(payment_method=_card(stripe_client, CARD_OK))
+    )
+    assert outcome.status == "activated" and (outcome.payment_id or "").startswith("pi_")
+    workspace = wired.workspaces.create_workspace(
+        owner, CreateWorkspaceRequest(name="Acme", edition="enterprise-security", max_devices=10)
+    )
+    clock.current = datetime(2026, 10, 3, tzinfo=UTC)
+    body = {
+        "type": "daily_report",
+        "event_id": "r1",
+        "workspace_id": workspace.workspace_id,
+        "device_ids": ["a", "b"],
+        "observed_at": clock.current.isoformat(),
+    }
+    wired.metering.record_batch([InboundMessage("m1", json.dumps(body))])
+
+    clock.current = datetime(2026, 11, 1, 0, 5, tzinfo=UTC)
+    invoice = wired.monthly_charge.charge_partner_for_month(partner, BillingMonth(2026, 10))
+    assert invoice is not None and invoice.status is InvoiceStatus.PAID
+    intent = stripe_client.v1.payment_intents.retrieve(invoice.payment_id or "")
+    assert (intent.amount, intent.currency, intent.status) == (2 * 450, "usd", "succeeded")
+
+    # November: the saved card now declines off-session (a card that attaches, then fails).
+    plan = wired.store.load_plan(partner)
+    failing = _card(stripe_client, CARD_DECLINED_AT_CHARGE)
+    stripe_client.v1.payment_methods.attach(failing, params={"customer": plan.payment_customer_ref or ""})
+    wired.store.save_plan(
+        replace(plan, payment_method_ref=failing),
+        audit=AuditEvent(partner, "payment_method_changed", clock.current, "test"),
+    )
+    clock.current = datetime(2026, 11, 5, tzinfo=UTC)
+    wired.metering.record_batch(
+        [InboundMessage("m2", json.dumps({**body, "event_id": "r2", "observed_at": clock.current.isoformat()}))]
+    )
+    clock.current = datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
+    november = wired.monthly_charge.charge_partner_for_month(partner, BillingMonth(2026, 11))
+    assert november is not None and november.status is InvoiceStatus.PAYMENT_FAILED
+    assert november.failure_code == "card_declined" and str(november.next_retry_on) == "2026-12-03"

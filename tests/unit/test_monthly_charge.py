@@ -45,10 +45,16 @@ class World:
 
     def service(self, **overrides: Any) -> MonthlyChargeService:
         parts: dict[str, Any] = {
-            "plans": self.store, "workspaces": self.store, "invoices": self.invoices, "usage": self.usage,
-            "payments": self.provider, "mailer": self.mailer, "reports": self.reports, "clock": self.clock,
+            "plans": self.store,
+            "workspaces": self.store,
+            "invoices": self.invoices,
+            "usage": self.usage,
+            "payments": self.provider,
+            "mailer": self.mailer,
+            "reports": self.reports,
+            "clock": self.clock,
             "prices": PRICE_LIST_2026_01,
-        }  # fmt: skip
+        }
         return MonthlyChargeService(**(parts | overrides))
 
     def run(self, **overrides: Any) -> Invoice | None:
@@ -61,11 +67,15 @@ def make_world(payment_method: str = "pm_card_visa", devices: int = 3, activated
         Plan("p1")
         .begin_activation(activated)
         .complete_activation(
-            now=activated, currency="USD", price_list_version="2026-01", customer_ref="cus_1",
-            payment_method_ref=payment_method, billing_email="billing@p1.example",
+            now=activated,
+            currency="USD",
+            price_list_version="2026-01",
+            customer_ref="cus_1",
+            payment_method_ref=payment_method,
+            billing_email="billing@p1.example",
         ),
         version=1,
-    )  # fmt: skip
+    )
     workspace = Workspace("ws1", "p1", "Acme", created_at=activated).put_on_plan(
         plan=store.plans["p1"], prices=PRICE_LIST_2026_01, edition="anti-malware", max_devices=10, now=activated
     )
@@ -97,7 +107,11 @@ def test_a_month_is_charged_once_reported_once_and_re_runs_change_nothing() -> N
     # Created with the attempt claimed, paid, reported: three writes, each with its audit event.
     assert world.invoices.writes == 3
     assert [event.event_type for event in invoice.events] == [
-        "invoice_created", "payment_attempt_started", "invoice_paid", "billing_report_sent"]  # fmt: skip
+        "invoice_created",
+        "payment_attempt_started",
+        "invoice_paid",
+        "billing_report_sent",
+    ]
     for _ in range(3):
         assert world.run() == world.invoices.load_invoice("p1", DECEMBER)
     assert world.provider.successful_charges == 1 and world.provider.calls == 1
@@ -202,8 +216,13 @@ def test_late_usage_after_the_run_is_billed_once_on_the_next_invoice() -> None:
     assert world.run() is not None  # December charged on 1 January: 3 seats
     metering = MeteringService(world.usage, InMemoryWorkspaceDirectory(world.store), world.clock)
     world.clock.current = datetime(2027, 1, 10, tzinfo=UTC)
-    late_body = {"type": "daily_report", "event_id": "late", "workspace_id": "ws1", "device_ids": ["d0", "late-1"],
-                 "observed_at": "2026-12-30T10:00:00Z"}  # fmt: skip
+    late_body = {
+        "type": "daily_report",
+        "event_id": "late",
+        "workspace_id": "ws1",
+        "device_ids": ["d0", "late-1"],
+        "observed_at": "2026-12-30T10:00:00Z",
+    }
     metering.record_batch([InboundMessage("m-late", json.dumps(late_body))])
     metering.record_batch([InboundMessage("m-late-again", json.dumps(late_body))])  # redelivery
 

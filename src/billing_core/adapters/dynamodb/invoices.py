@@ -22,8 +22,17 @@ INVOICE_PREFIX = "INVOICE#"
 # Lines and events are stored as compact JSON arrays (no repeated keys): an invoice of 20 workspaces
 # with its whole audit trail stays within 2-3 KB, so each of its few writes costs 2-3 WCU.
 def _line_to_json(line: InvoiceLine) -> list[Any]:
-    return [line.workspace_id, line.description, line.edition, line.seats, line.devices,
-            line.unit_price.amount_minor, line.amount.amount_minor, str(line.month), int(line.adjustment)]  # fmt: skip
+    return [
+        line.workspace_id,
+        line.description,
+        line.edition,
+        line.seats,
+        line.devices,
+        line.unit_price.amount_minor,
+        line.amount.amount_minor,
+        str(line.month),
+        int(line.adjustment),
+    ]
 
 
 def _line_from_json(data: list[Any], currency: str) -> InvoiceLine:
