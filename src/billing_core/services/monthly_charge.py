@@ -190,11 +190,13 @@ class MonthlyChargeService:
                 next_retry_on=str(declined.next_retry_on) if declined.next_retry_on else None,
             )
         )
-        if saved.status is InvoiceStatus.PAST_DUE and plan.state is not PlanState.PAST_DUE:
-            self.plans.save_plan(
-                replace(plan, state=PlanState.PAST_DUE),
-                audit=AuditEvent(plan.partner_id, "plan_past_due", now, ACTOR, {"month": str(invoice.month)}),
-            )
+        if saved.status is InvoiceStatus.PAST_DUE:
+            current = self.plans.load_plan(plan.partner_id)  # this run may have changed it (month closed)
+            if current.state is not PlanState.PAST_DUE:
+                self.plans.save_plan(
+                    replace(current, state=PlanState.PAST_DUE),
+                    audit=AuditEvent(plan.partner_id, "plan_past_due", now, ACTOR, {"month": str(invoice.month)}),
+                )
         return saved
 
     def _charge(self, plan: Plan, invoice: Invoice) -> ChargeOutcome:
