@@ -16,7 +16,7 @@ from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import ConcurrentModification, IdempotencyKeyReused, TransientFailure
 from billing_core.domain.invoicing import Invoice, LateDevices
-from billing_core.domain.metering import Billability, DeviceMonthKey, RecordedDevice, Sighting
+from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable, PaymentRecord
 from billing_core.domain.plan import Plan
 from billing_core.domain.reporting import RenderedEmail
@@ -159,7 +159,10 @@ class InMemoryUsageStore:
         partner_id: str | None,
         recorded_at: datetime,
         late_bill_in: BillingMonth | None = None,
+        charged_check: ChargedMonthCheck | None = None,
     ) -> bool:
+        """``charged_check`` is not enforced here (no plans in this fake); the DynamoDB adapter's
+        enforcement is tested against DynamoDB Local."""
         if sighting.device_id in self.throttled_devices:
             raise TransientFailure("ProvisionedThroughputExceededException")
         self.writes += 1
@@ -184,8 +187,11 @@ class InMemoryUsageStore:
     def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
         return sum(
             1
-            for (key, billable) in self.devices
-            if billable and key.workspace_id == workspace_id and key.month == month
+            for (key, billable), (_, billability, _) in self.devices.items()
+            if billable
+            and billability is not Billability.LATE
+            and key.workspace_id == workspace_id
+            and key.month == month
         )
 
     def recorded_devices(self, workspace_id: str, month: BillingMonth, *, billable: bool) -> list[RecordedDevice]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.invoicing import Invoice, LateDevices
-from billing_core.domain.metering import Billability, DeviceMonthKey, RecordedDevice, Sighting
+from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentRecord, SavedPaymentMethod
 from billing_core.domain.plan import Plan
 from billing_core.domain.reporting import RenderedEmail
@@ -95,9 +95,12 @@ class UsageStore(Protocol):
         partner_id: str | None,
         recorded_at: datetime,
         late_bill_in: BillingMonth | None = None,
+        charged_check: ChargedMonthCheck | None = None,
     ) -> bool:
         """Record the device-month once (a conditional write). False if it was already recorded. Late
-        usage is also queued for the invoice of ``late_bill_in``."""
+        usage is also queued for the invoice of ``late_bill_in``, in the same write. With
+        ``charged_check``, only while the plan's last charged month is still the one read (else
+        ``TransientFailure``)."""
         ...
 
     def late_devices(self, partner_id: str, bill_in: BillingMonth) -> list[LateDevices]:

@@ -40,7 +40,7 @@ class Services:
         self.clock: Clock = clock or SystemClock()
         self.prices: PriceList = price_list(settings.price_list_version)
         self.store = DynamoBillingStore(settings.aws_region)
-        self.usage = DynamoUsageStore(retention=timedelta(days=settings.usage_retention_days))
+        self.usage = DynamoUsageStore(timedelta(days=settings.usage_retention_days), settings.aws_region)
         self._payments = payments
 
     @functools.cached_property

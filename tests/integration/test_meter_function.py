@@ -62,8 +62,8 @@ def invoke(meter: Handler, records: list[dict[str, Any]]) -> list[str]:
     return [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
 
 
-def devices_recorded(workspace_id: str, prefix: str = "WS") -> set[str]:
-    month = BillingMonth.containing(datetime.now(UTC))
+def devices_recorded(workspace_id: str, prefix: str = "WS", month: BillingMonth | None = None) -> set[str]:
+    month = month or BillingMonth.containing(datetime.now(UTC))
     return {item.sk.removeprefix("DEV#") for item in DeviceMonthItem.query(f"{prefix}#{workspace_id}#{month}")}
 
 
@@ -156,3 +156,32 @@ def test_a_sighting_for_a_charged_month_becomes_late_usage(meter: Handler) -> No
     assert invoke(meter, [message(workspace, device="late-1", at=last_month + timedelta(hours=2))]) == []
     late = [(item.month, item.device_id) for item in LateUsageItem.query(f"LATE#{partner}")]
     assert late == [(str(previous), "late-1")]
+
+
+def test_a_past_month_sighting_is_not_written_if_the_month_was_closed_after_it_was_classified() -> None:
+    """The race between a metering batch and the monthly run: the batch read the plan before the run
+    closed the month, and writes after the run counted. The write must fail (and be retried as late
+    usage), not slip into a month that was already invoiced."""
+    from billing_core.domain.errors import TransientFailure
+    from billing_core.domain.metering import Billability, ChargedMonthCheck, Sighting
+
+    partner, workspace = partner_with_workspace(max_devices=10)
+    wired = services()
+    last_month = BillingMonth.containing(datetime.now(UTC).replace(day=1) - timedelta(days=1))
+    plan = wired.store.load_plan(partner)
+    wired.store.close_month(plan, last_month)  # the run closes the month...
+    seen = last_month.starts_at + timedelta(days=2)
+    stale = ChargedMonthCheck(partner, None)  # ...after metering had read "nothing charged yet"
+    sighting = Sighting("e-race", workspace, "d-race", seen)
+    with pytest.raises(TransientFailure):
+        wired.usage.record_first_sighting(sighting, Billability.BILLABLE, partner, datetime.now(UTC), None, stale)
+    assert "d-race" not in devices_recorded(workspace, month=last_month)
+    fresh = ChargedMonthCheck(partner, last_month)
+    assert wired.usage.record_first_sighting(
+        sighting, Billability.LATE, partner, datetime.now(UTC), last_month.next(), fresh
+    )
+    assert wired.usage.late_devices(partner, last_month.next())[0].devices == 1
+    # Written once: the same device-month again is a no-op.
+    assert not wired.usage.record_first_sighting(
+        sighting, Billability.LATE, partner, datetime.now(UTC), last_month.next(), fresh
+    )

@@ -87,19 +87,27 @@ def test_declines_are_retried_on_days_3_5_7_then_past_due() -> None:
     invoice = rate_month(MonthToRate(plan(), DECEMBER, [usage("a", 2)]), PRICE_LIST_2026_01, RUN_AT)
     assert invoice.due_for_payment(date(2027, 1, 1))
     retry_days = []
-    for _ in range(3):
+    for day in (1, 3, 5):
         invoice = invoice.begin_payment_attempt(RUN_AT)
         key = invoice.payment_key()
         assert invoice.begin_payment_attempt(RUN_AT).payment_key() == key  # an unfinished attempt is resumed
-        invoice = invoice.record_decline("card_declined")
+        invoice = invoice.record_decline("card_declined", date(2027, 1, day))
         assert invoice.status is InvoiceStatus.PAYMENT_FAILED
         retry_days.append(invoice.next_retry_on)
     assert retry_days == [date(2027, 1, 3), date(2027, 1, 5), date(2027, 1, 7)]
     assert not invoice.due_for_payment(date(2027, 1, 6)) and invoice.due_for_payment(date(2027, 1, 7))
-    invoice = invoice.begin_payment_attempt(RUN_AT).record_decline("card_declined")
+    invoice = invoice.begin_payment_attempt(RUN_AT).record_decline("card_declined", date(2027, 1, 7))
     assert invoice.status is InvoiceStatus.PAST_DUE and invoice.payment_attempts == 4
+
+
+def test_a_late_first_attempt_still_gets_the_remaining_retry_days() -> None:
+    invoice = rate_month(MonthToRate(plan(), DECEMBER, [usage("a", 2)]), PRICE_LIST_2026_01, RUN_AT)
+    declined = invoice.begin_payment_attempt(RUN_AT).record_decline("card_declined", date(2027, 1, 4))
+    assert declined.next_retry_on == date(2027, 1, 5)
+    too_late = invoice.begin_payment_attempt(RUN_AT).record_decline("card_declined", date(2027, 1, 9))
+    assert too_late.status is InvoiceStatus.PAST_DUE
     with pytest.raises(Conflict):
-        invoice.begin_payment_attempt(RUN_AT)
+        too_late.begin_payment_attempt(RUN_AT)
 
 
 def test_a_paid_invoice_cannot_be_charged_again() -> None:

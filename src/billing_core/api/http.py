@@ -24,6 +24,7 @@ from billing_core.domain.errors import (
     InvalidRequest,
     NotFound,
     PaymentDeclined,
+    TransientFailure,
     Unauthenticated,
 )
 from billing_core.domain.identity import PartnerIdentity, Role
@@ -49,6 +50,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BillingError], int], ...] = (
     (Conflict, 409),
     (InvalidRequest, 422),
     (PaymentProviderUnavailable, 503),
+    (TransientFailure, 503),
 )
 
 

@@ -143,16 +143,17 @@ class Invoice:
             failure_code=None,
         )
 
-    def record_decline(self, failure_code: str) -> Invoice:
-        attempt = self.payment_attempts
-        if attempt <= len(RETRY_DAYS):
-            retry_day = RETRY_DAYS[attempt - 1]
-            first = self.month.next().first_day
+    def record_decline(self, failure_code: str, today: date) -> Invoice:
+        """The next retry is the first retry day after today, so an attempt made late (a redelivered
+        message) still gets the remaining retries; after the last retry day the invoice is past due."""
+        first = self.month.next().first_day
+        upcoming = [first + timedelta(days=day - 1) for day in RETRY_DAYS if first + timedelta(days=day - 1) > today]
+        if upcoming:
             return replace(
                 self,
                 status=InvoiceStatus.PAYMENT_FAILED,
                 failure_code=failure_code,
-                next_retry_on=first + timedelta(days=retry_day - 1),
+                next_retry_on=upcoming[0],
                 payment_attempt_started_at=None,
             )
         return replace(
@@ -198,8 +199,8 @@ def rate_month(request: MonthToRate, prices: PriceList, now: datetime) -> Invoic
         )
     for late in sorted(request.late, key=lambda item: (item.month, item.workspace_id)):
         workspace = request.workspaces.get(late.workspace_id)
-        if workspace is None:
-            continue
+        if workspace is None or not is_billable_month(plan, late.month):
+            continue  # the activation month is covered by the fee, however late its devices report
         invoiced_seats, invoiced_devices = request.invoiced_seats.get((late.month, late.workspace_id), (0, 0))
         seats = max(min(invoiced_devices + late.devices, workspace.max_devices) - invoiced_seats, 0)
         unit = prices.seat_price(workspace.edition, currency)

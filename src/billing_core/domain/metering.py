@@ -52,6 +52,16 @@ class Sighting:
         return DeviceMonthKey(self.workspace_id, BillingMonth.containing(self.observed_at), self.device_id)
 
 
+@dataclass(frozen=True)
+class ChargedMonthCheck:
+    """What metering read as the partner's last charged month. A sighting of an earlier month is only
+    written if that is still true, so a monthly run closing the month in between cannot lose it: the
+    write fails, the message is retried, and the sighting becomes late usage."""
+
+    partner_id: str
+    last_charged_month: BillingMonth | None
+
+
 class FutureTimestamp(ValueError):
     pass
 

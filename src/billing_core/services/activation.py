@@ -143,7 +143,9 @@ class ActivationService:
         )
         return ActivationOutcome(
             status="activated",
-            plan=self._status_of(active, now),
+            # Built without reads: a failure after the payment must not drop the stored outcome.
+            # Activation changes no workspace, so none is on the plan yet.
+            plan=plan_status_view(active, [], {}, now),
             activation_fee=money_view(fee),
             payment_id=outcome.provider_payment_id,
         )

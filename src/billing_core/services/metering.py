@@ -22,8 +22,8 @@ from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import TransientFailure
 from billing_core.domain.metering import (
     Billability,
+    ChargedMonthCheck,
     DeviceMonthKey,
-    FutureTimestamp,
     Sighting,
     classify_sighting,
     first_sightings,
@@ -121,7 +121,7 @@ class MeteringService:
         for message in messages:
             try:
                 sightings_by_message[message.message_id] = parse_message(message, now)
-            except (ValueError, FutureTimestamp) as error:
+            except (ValueError, OverflowError) as error:  # FutureTimestamp is a ValueError
                 self._reject(message, str(error), now, outcome)
         all_sightings = [s for sightings in sightings_by_message.values() for s in sightings]
         outcome.sightings = len(all_sightings)
@@ -184,8 +184,15 @@ class MeteringService:
             last_charged = charged.get(partner_id) if partner_id else None
             # Late usage goes on the next invoice: the one of the month after the last charged month.
             bill_in = last_charged.next() if billability is Billability.LATE and last_charged else None
+            # A billable sighting of an earlier month is only written if that month's run has not closed
+            # it since we read the plan (otherwise it would be neither on that invoice nor late usage).
+            check = (
+                ChargedMonthCheck(partner_id, last_charged)
+                if partner_id and billability.billable and sighting.key.month < current_month
+                else None
+            )
             try:
-                written = self._usage.record_first_sighting(sighting, billability, partner_id, now, bill_in)
+                written = self._usage.record_first_sighting(sighting, billability, partner_id, now, bill_in, check)
             except TransientFailure:
                 return item, None
             return item, written

@@ -179,7 +179,7 @@ class MonthlyChargeService:
                     amount=invoice.total.to_dict(),
                 )
             )
-        declined = invoice.record_decline(outcome.decline_code or outcome.status.value)
+        declined = invoice.record_decline(outcome.decline_code or outcome.status.value, now.date())
         saved = self.invoices.save_invoice(
             declined.with_event(
                 "payment_declined",

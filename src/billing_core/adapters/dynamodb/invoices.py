@@ -145,9 +145,11 @@ def _encode_cursor(key: dict[str, Any]) -> str:
 
 def _decode_cursor(cursor: str, partner_id: str) -> dict[str, Any]:
     try:
-        key: dict[str, Any] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if key["pk"]["S"] != partner_pk(partner_id) or not key["sk"]["S"].startswith(INVOICE_PREFIX):
-            raise ValueError("cursor of another listing")
-    except (ValueError, KeyError, TypeError) as error:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        pk, sk = key["pk"]["S"], key["sk"]["S"]
+        well_formed = set(key) == {"pk", "sk"} and key["pk"] == {"S": pk} and key["sk"] == {"S": sk}
+        if not (well_formed and isinstance(sk, str) and pk == partner_pk(partner_id) and sk.startswith(INVOICE_PREFIX)):
+            raise ValueError("not a cursor of this listing")
+    except Exception as error:  # any undecodable or foreign cursor is the client's mistake
         raise BadRequest("invalid pagination cursor") from error
-    return key
+    return {"pk": {"S": pk}, "sk": {"S": sk}}

@@ -16,15 +16,17 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pynamodb.attributes import TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
-from pynamodb.exceptions import PynamoDBException
+from pynamodb.connection import Connection
+from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
 
 from billing_core.adapters.dynamodb.models import PlanItem, WorkspaceItem, partner_pk, workspace_pk
 from billing_core.adapters.dynamodb.repositories import PLAN_SK, WORKSPACE_SK, workspace_from_item
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import TransientFailure
 from billing_core.domain.invoicing import LateDevices
-from billing_core.domain.metering import Billability, DeviceMonthKey, RecordedDevice, Sighting
+from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.workspace import Workspace
 
 UNBOUND = "unbound-usage-table"
@@ -117,8 +119,9 @@ def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
 
 
 class DynamoUsageStore:
-    def __init__(self, retention: timedelta) -> None:
+    def __init__(self, retention: timedelta, region: str) -> None:
         self._retention = retention
+        self._connection = Connection(region=region)  # for the rare cross-table transaction
 
     def find_recorded(self, keys: list[DeviceMonthKey], billability: Billability) -> set[DeviceMonthKey]:
         by_item_key = {(device_month_pk(k.workspace_id, k.month, billability), device_sk(k.device_id)): k for k in keys}
@@ -140,6 +143,7 @@ class DynamoUsageStore:
         partner_id: str | None,
         recorded_at: datetime,
         late_bill_in: BillingMonth | None = None,
+        charged_check: ChargedMonthCheck | None = None,
     ) -> bool:
         key = sighting.key
         item = DeviceMonthItem(
@@ -152,12 +156,7 @@ class DynamoUsageStore:
             recorded_at=recorded_at,
             expires_at=recorded_at + self._retention,
         )
-        try:
-            _retryable(lambda: item.save(condition=DeviceMonthItem.pk.does_not_exist()), "recording a device")
-        except PynamoDBException as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                return False  # recorded meanwhile by a concurrent delivery
-            raise
+        late = None
         if billability is Billability.LATE and partner_id is not None and late_bill_in is not None:
             late = LateUsageItem(
                 pk=f"LATE#{partner_id}",
@@ -169,8 +168,46 @@ class DynamoUsageStore:
                 recorded_at=recorded_at,
                 expires_at=recorded_at + self._retention,
             )
-            # Only the writer of the device-month item gets here, so this is written once too.
-            _retryable(lambda: late.save(), "recording late usage")
+        if late is None and charged_check is None:  # the common case: one conditional PutItem
+            try:
+                _retryable(lambda: item.save(condition=DeviceMonthItem.pk.does_not_exist()), "recording a device")
+            except PynamoDBException as error:
+                if error.cause_response_code == "ConditionalCheckFailedException":
+                    return False  # recorded meanwhile by a concurrent delivery
+                raise
+            return True
+        return self._record_guarded(item, late, charged_check)
+
+    def _record_guarded(
+        self, item: DeviceMonthItem, late: LateUsageItem | None, charged_check: ChargedMonthCheck | None
+    ) -> bool:
+        """A sighting of an earlier month: device item, late-usage item and the check that the month was
+        not closed since it was classified, all or nothing (rare, so a transaction is affordable)."""
+        try:
+            with TransactWrite(connection=self._connection) as transaction:
+                transaction.save(item, condition=DeviceMonthItem.pk.does_not_exist())
+                if late is not None:
+                    transaction.save(late, condition=LateUsageItem.pk.does_not_exist())
+                if charged_check is not None:
+                    expected = charged_check.last_charged_month
+                    transaction.condition_check(
+                        PlanItem,
+                        partner_pk(charged_check.partner_id),
+                        PLAN_SK,
+                        condition=PlanItem.last_charged_month == str(expected)
+                        if expected
+                        else PlanItem.last_charged_month.does_not_exist(),
+                    )
+        except TransactWriteError as error:
+            reasons = [reason.code if reason else None for reason in error.cancellation_reasons]
+            device_index = 1 if charged_check is not None else 0  # condition checks come first
+            if len(reasons) > device_index and reasons[device_index] == "ConditionalCheckFailed":
+                return False  # the device-month was recorded meanwhile
+            if "ConditionalCheckFailed" in reasons:
+                raise TransientFailure("the month was closed meanwhile; retry to record it as late usage") from error
+            if error.cause_response_code in RETRYABLE_CODES or any(code in RETRYABLE_CODES for code in reasons):
+                raise TransientFailure(f"recording a device: {error.cause_response_code}") from error
+            raise
         return True
 
     def record_rejection(self, message_id: str, reason: str, body: str, received_at: datetime) -> None:
@@ -200,8 +237,16 @@ class DynamoUsageStore:
         return [LateDevices(month, workspace_id, devices) for (month, workspace_id), devices in sorted(counts.items())]
 
     def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
+        """Devices of the month's own invoice: late devices share the partition (one record per
+        device-month) but are billed as adjustments later, so they are filtered out. Strongly
+        consistent, because the run counts right after closing the month."""
         pk = device_month_pk(workspace_id, month, Billability.BILLABLE)
-        return int(_retryable(lambda: DeviceMonthItem.count(pk), "counting devices"))
+        not_late = DeviceMonthItem.billability != Billability.LATE.value
+        return int(
+            _retryable(
+                lambda: DeviceMonthItem.count(pk, filter_condition=not_late, consistent_read=True), "counting devices"
+            )
+        )
 
 
 class DynamoWorkspaceDirectory:

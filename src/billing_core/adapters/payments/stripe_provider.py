@@ -15,7 +15,7 @@ from typing import Any
 
 import stripe
 
-from billing_core.domain.errors import PaymentDeclined
+from billing_core.domain.errors import Conflict, PaymentDeclined
 from billing_core.domain.payments import (
     ChargeOutcome,
     ChargeRequest,
@@ -89,6 +89,13 @@ class StripePaymentProvider:
                 params=params,  # type: ignore[arg-type]
                 options={"idempotency_key": request.idempotency_key},
             )
+        except stripe.IdempotencyError as error:
+            # The same attempt key came back with other parameters (e.g. another card after an interrupted
+            # attempt): never charge under a new key while the first attempt's outcome is unknown.
+            raise Conflict(
+                "the payment provider already has this payment attempt with other details; "
+                "retry with the original payment method or contact support"
+            ) from error
         except stripe.CardError as error:
             decline_code = _decline_code(error)
             status = ChargeStatus.REQUIRES_ACTION if decline_code == _AUTHENTICATION_REQUIRED else ChargeStatus.DECLINED
