@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
+from billing_core.adapters.aws_errors import error_code, is_retryable
 from billing_core.domain.errors import TransientFailure
 
 if TYPE_CHECKING:
@@ -18,19 +19,6 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/csv; charset=utf-8"
 MAX_URL_TTL_SECONDS = 900
-# S3 error codes after which the same request may succeed.
-RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "RequestTimeout",
-    }
-)
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
@@ -62,8 +50,8 @@ class S3UsageReports:
                 ServerSideEncryption="AES256",
             )
         except ClientError as error:
-            if _retryable(error):
-                raise TransientFailure(f"s3 put_object: {_code(error)}") from error
+            if is_retryable(error):
+                raise TransientFailure(f"s3 put_object: {error_code(error)}") from error
             raise
         except (ConnectionError, HTTPClientError) as error:
             raise TransientFailure(f"s3 put_object: {error}") from error
@@ -80,20 +68,11 @@ class S3UsageReports:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
-            if _code(error) in NOT_FOUND_CODES:
+            if error_code(error) in NOT_FOUND_CODES:
                 return False
-            if _retryable(error):
-                raise TransientFailure(f"s3 head_object: {_code(error)}") from error
+            if is_retryable(error):
+                raise TransientFailure(f"s3 head_object: {error_code(error)}") from error
             raise
         except (ConnectionError, HTTPClientError) as error:
             raise TransientFailure(f"s3 head_object: {error}") from error
         return True
-
-
-def _code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
-
-
-def _retryable(error: ClientError) -> bool:
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return _code(error) in RETRYABLE_CODES or status >= 500 or status == 429

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
+from billing_core.adapters.aws_errors import error_code, is_retryable
 from billing_core.domain.errors import TransientFailure
 from billing_core.domain.reporting import RenderedEmail
 
@@ -17,19 +18,6 @@ if TYPE_CHECKING:
     from mypy_boto3_ses import SESClient
 
 CHARSET = "UTF-8"
-# SES error codes after which the same request may succeed.
-RETRYABLE_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "ServiceUnavailable",
-        "InternalFailure",
-        "InternalError",
-        "RequestTimeout",
-    }
-)
 
 
 class SesMailer:
@@ -61,18 +49,9 @@ class SesMailer:
                 },
             )
         except ClientError as error:
-            if _retryable(error):
-                raise TransientFailure(f"ses send_email: {_code(error)}") from error
+            if is_retryable(error):
+                raise TransientFailure(f"ses send_email: {error_code(error)}") from error
             raise
         except (ConnectionError, HTTPClientError) as error:
             raise TransientFailure(f"ses send_email: {error}") from error
         return response["MessageId"]
-
-
-def _code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
-
-
-def _retryable(error: ClientError) -> bool:
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return _code(error) in RETRYABLE_CODES or status >= 500 or status == 429
