@@ -21,6 +21,8 @@ def require_tool(name: str, why: str) -> str:
 
 def require_free_port(port: int, what: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers themselves do: connections of a just-stopped server (TIME_WAIT) don't count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
