@@ -45,18 +45,6 @@ BATCH_SIZE = 1000
 DEVICES_PER_WORKSPACE = 100
 WORKSPACES_PER_PARTNER = 20
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:bench-MeteringQueue"
-CAPACITY_OPERATIONS = {
-    "GetItem",
-    "PutItem",
-    "UpdateItem",
-    "DeleteItem",
-    "BatchGetItem",
-    "BatchWriteItem",
-    "Query",
-    "Scan",
-    "TransactWriteItems",
-    "TransactGetItems",
-}
 
 
 def create_workspaces(count: int) -> list[str]:
