@@ -61,8 +61,3 @@ class BillingMonth:
     @property
     def starts_at(self) -> datetime:
         return datetime(self.year, self.month, 1, tzinfo=UTC)
-
-    @property
-    def ends_at(self) -> datetime:
-        """Exclusive end: the first instant of the next month."""
-        return self.next().starts_at

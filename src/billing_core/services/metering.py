@@ -10,11 +10,9 @@ only they are retried (partial batch failure); retries are harmless because writ
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -32,8 +30,6 @@ from billing_core.domain.metering import (
 from billing_core.domain.workspace import Workspace
 from billing_core.messages import METERING_MESSAGE, DailyReportMessage, SightingMessage
 from billing_core.ports import Clock, UsageStore, WorkspaceDirectory
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,8 +68,8 @@ class RecentKeys:
 
 
 @dataclass
-class _Cached(Generic[T]):
-    value: T
+class _CachedWorkspace:
+    workspace: Workspace | None  # None: no such workspace
     fetched_at: datetime
 
 
@@ -111,7 +107,7 @@ class MeteringService:
         self._clock = clock
         self._directory_ttl = directory_ttl
         self._recent = RecentKeys(recent_capacity)
-        self._workspaces: dict[str, _Cached[Workspace | None]] = {}
+        self._workspaces: dict[str, _CachedWorkspace] = {}
         self._write_concurrency = write_concurrency
 
     def record_batch(self, messages: list[InboundMessage]) -> BatchOutcome:
@@ -216,21 +212,13 @@ class MeteringService:
         outcome.rejected[message.message_id] = reason
 
     def _lookup_workspaces(self, workspace_ids: set[str], now: datetime) -> dict[str, Workspace | None]:
-        return self._cached_lookup(self._workspaces, workspace_ids, now, self._directory.workspaces)
-
-    def _cached_lookup(
-        self,
-        cache: dict[str, _Cached[T | None]],
-        ids: set[str],
-        now: datetime,
-        fetch: Callable[[set[str]], Mapping[str, T | None]],
-    ) -> dict[str, T | None]:
-        """Directory reads cached for a short while: plans and workspaces change rarely, sightings
-        arrive constantly. A workspace just switched to the plan may be seen as not on it for up to
-        ``directory_ttl``; those devices are recorded as not billable and billed from their next report."""
-        stale = {i for i in ids if i not in cache or now - cache[i].fetched_at > self._directory_ttl}
+        """Workspaces cached for a short while: they change rarely, sightings arrive constantly. A
+        workspace just switched to the plan may be seen as not on it for up to ``directory_ttl``; those
+        devices are recorded as not billable and billed from their next report."""
+        cache = self._workspaces
+        stale = {i for i in workspace_ids if i not in cache or now - cache[i].fetched_at > self._directory_ttl}
         if stale:
-            fetched = fetch(stale)
-            for identifier in stale:
-                cache[identifier] = _Cached(fetched.get(identifier), now)
-        return {identifier: cache[identifier].value for identifier in ids}
+            fetched = self._directory.workspaces(stale)
+            for workspace_id in stale:
+                cache[workspace_id] = _CachedWorkspace(fetched.get(workspace_id), now)
+        return {workspace_id: cache[workspace_id].workspace for workspace_id in workspace_ids}
