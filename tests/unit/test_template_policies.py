@@ -25,8 +25,9 @@ ACTIONS_REQUIRING_ANY_RESOURCE: dict[str, str] = {
 }
 
 # Keys under which a queue is named as the dead-letter target of something (SQS redrive, EventBridge
-# and Scheduler targets, SAM event sources, a function's asynchronous invocations).
-DEAD_LETTER_KEYS = frozenset({"deadLetterTargetArn", "DeadLetterConfig", "DeadLetterQueue"})
+# and Scheduler targets, SAM event sources, a function's asynchronous invocations and their on-failure
+# destination).
+DEAD_LETTER_KEYS = frozenset({"deadLetterTargetArn", "DeadLetterConfig", "DeadLetterQueue", "OnFailure"})
 # A function that creates schedules or messages at run time gets their DLQ through its environment.
 DEAD_LETTER_VARIABLE = re.compile(r"DEAD_?LETTER|DLQ", re.IGNORECASE)
 # The queue-depth metric a DLQ alarm must watch.
@@ -281,6 +282,18 @@ BAD_TEMPLATE: dict[str, Any] = {
                 ],
             },
         },
+        # The on-failure destination of a function's asynchronous invocations.
+        "FailedInvocations": {"Type": "AWS::SQS::Queue", "Properties": {}},
+        "Finaliser": {
+            "Type": "AWS::Serverless::Function",
+            "Properties": {
+                "EventInvokeConfig": {
+                    "DestinationConfig": {
+                        "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": ["FailedInvocations", "Arn"]}}
+                    }
+                }
+            },
+        },
         "SchedulerRole": {
             "Type": "AWS::IAM::Role",
             "Properties": {
@@ -318,11 +331,12 @@ def test_the_checks_flag_a_bad_template() -> None:
         "PitrOffTable: point-in-time recovery is not enabled",
         "PitrOffTable: deletion protection is not enabled",
     ]
-    assert dead_letter_queues(BAD_TEMPLATE) == {"WorkDlq", "ScheduleDlq"}
+    assert dead_letter_queues(BAD_TEMPLATE) == {"WorkDlq", "ScheduleDlq", "FailedInvocations"}
     assert queues_without_dead_letter_queue(BAD_TEMPLATE) == [
         "LonelyQueue: no RedrivePolicy to a dead-letter queue of this template"
     ]
     assert dead_letter_queues_without_alarm(BAD_TEMPLATE) == [
+        f"FailedInvocations: no CloudWatch alarm on {QUEUE_DEPTH_METRIC} that fires on the first message",
         f"ScheduleDlq: no CloudWatch alarm on {QUEUE_DEPTH_METRIC} that fires on the first message",
         f"WorkDlq: no CloudWatch alarm on {QUEUE_DEPTH_METRIC} that fires on the first message",
     ]
