@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,18 @@ from moto.server import ThreadedMotoServer
 
 from infra import DEFAULT_STACK_NAME, LOCAL_STATE_DIR, PROJECT_ROOT
 from infra.dynamodb_local import DynamoDBLocal
-from infra.lambda_runtime import LocalLambdaContext, SqsPoller, load_handler, sqs_event_sources
+from infra.lambda_runtime import Handler, LocalLambdaContext, SqsPoller, load_handler, sqs_event_sources
 from infra.local_api import LocalApiServer, composed_partner_api
+from infra.local_clock import LocalClock
+from infra.local_schedules import LocalScheduleRuntime
 from infra.processes import require_free_port, require_tool
 from infra.resources import create_resources
 from infra.template import LocalNames, function_environment, load_template, resources_of_type
 
 DEFAULT_DATA_DIR = LOCAL_STATE_DIR / "dynamodb"
+DEFAULT_CLOCK_FILE = LOCAL_STATE_DIR / "clock.json"
+# How long a firing waits for the queue-triggered functions to consume what it queued.
+DRAIN_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -33,14 +39,22 @@ class StackConfig:
     data_dir: Path | None = DEFAULT_DATA_DIR
     stack_name: str = DEFAULT_STACK_NAME
     region: str = "us-east-1"
+    # The test clock every process of this stack shares (see infra/local_clock.py).
+    clock_file: Path = DEFAULT_CLOCK_FILE
     parameter_overrides: dict[str, str] = field(default_factory=lambda: {"PaymentProvider": "sandbox"})
 
 
-def reset_local_data(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
+def reset_local_data(data_dir: Path = DEFAULT_DATA_DIR, clock_file: Path = DEFAULT_CLOCK_FILE) -> bool:
+    """Delete the local data and the test clock that goes with it (an empty database starts at today)."""
+    deleted = False
     if data_dir.exists():
         shutil.rmtree(data_dir)
-        return True
-    return False
+        deleted = True
+    for path in (clock_file, clock_file.with_suffix(".lock")):
+        if path.exists():
+            path.unlink()
+            deleted = True
+    return deleted
 
 
 class LocalStack:
@@ -54,6 +68,9 @@ class LocalStack:
         self.pollers: list[SqsPoller] = []
         self._pollers_stop = threading.Event()
         self._moto_started = False
+        self.clock = LocalClock(config.clock_file)
+        self._handlers: dict[str, Handler] = {}
+        self._ticker: threading.Thread | None = None
 
     @property
     def moto_url(self) -> str:
@@ -77,6 +94,7 @@ class LocalStack:
             "AWS_REGION": self.config.region,
             "AWS_DEFAULT_REGION": self.config.region,
             "POWERTOOLS_TRACE_DISABLED": "true",
+            "CLOCK_FILE": str(self.config.clock_file),
         }
         for logical_id in resources_of_type(self.template, "AWS::Serverless::Function"):
             environment.update(
@@ -111,12 +129,66 @@ class LocalStack:
         return self.api
 
     def invoke(self, function_logical_id: str, event: dict[str, Any]) -> Any:
-        """Invoke a function's handler from template.yaml once, in this process (like `sam local invoke`)."""
+        """Invoke a function's handler from template.yaml in this process (like `sam local invoke`); the
+        module is loaded once per function, as a warm Lambda keeps it."""
         properties = self.template["Resources"][function_logical_id]["Properties"]
-        handler = load_handler(
-            PROJECT_ROOT / properties["CodeUri"], properties["Handler"], f"invoke_{function_logical_id}"
+        if function_logical_id not in self._handlers:
+            self._handlers[function_logical_id] = load_handler(
+                PROJECT_ROOT / properties["CodeUri"], properties["Handler"], f"invoke_{function_logical_id}"
+            )
+        context = LocalLambdaContext(function_logical_id, int(properties.get("Timeout", 60)))
+        return self._handlers[function_logical_id](event, context)
+
+    def schedules(self) -> LocalScheduleRuntime:
+        """The template's cron rules and the one-time Scheduler schedules on moto, fired by the test clock."""
+        return LocalScheduleRuntime(
+            self.template,
+            self.names,
+            self.clock,
+            boto3.client("scheduler", endpoint_url=self.moto_url, region_name=self.config.region),
+            boto3.client("sqs", endpoint_url=self.moto_url, region_name=self.config.region),
+            self.invoke,
+            self.wait_for_queues,
         )
-        return handler(event, LocalLambdaContext(function_logical_id, int(properties.get("Timeout", 60))))
+
+    def start_schedule_ticker(self, interval_s: float = 1.0) -> None:
+        """Fire schedules as local time passes them (also after another process moved the clock)."""
+        runtime = self.schedules()
+
+        def tick() -> None:
+            while not self._pollers_stop.wait(interval_s):
+                try:
+                    runtime.fire_due()
+                except Exception:
+                    logging.getLogger("msp-billing.local").exception("firing schedules failed")
+
+        self._ticker = threading.Thread(target=tick, name="schedule-ticker", daemon=True)
+        self._ticker.start()
+
+    def wait_for_queues(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+        """Wait until every queue that triggers a function is empty (nothing waiting, nothing in flight).
+        False if messages remain after ``timeout_s`` (e.g. failing ones waiting for a redelivery)."""
+        sqs = boto3.client("sqs", endpoint_url=self.moto_url, region_name=self.config.region)
+        urls = [
+            sqs.get_queue_url(QueueName=self.names.physical(source.queue_logical_id))["QueueUrl"]
+            for source in sqs_event_sources(self.template)
+        ]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pending = 0
+            for url in urls:
+                attributes = sqs.get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                )["Attributes"]
+                pending += int(attributes["ApproximateNumberOfMessages"])
+                pending += int(attributes["ApproximateNumberOfMessagesNotVisible"])
+            if pending == 0:
+                return True
+            if time.monotonic() > deadline:
+                logging.getLogger("msp-billing.local").warning("%d queued message(s) still pending", pending)
+                return False
+            time.sleep(0.2)
 
     def start_event_sources(self) -> list[SqsPoller]:
         """Deliver every SQS event source of template.yaml to its function's real handler."""
@@ -128,8 +200,18 @@ class LocalStack:
             poller.start()
         return self.pollers
 
+    def stop_event_sources(self) -> None:
+        self._pollers_stop.set()
+        for poller in self.pollers:
+            poller.join(timeout=5)
+        self.pollers = []
+        self._pollers_stop = threading.Event()
+
     def stop(self) -> None:
         self._pollers_stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+            self._ticker = None
         for poller in self.pollers:
             poller.join(timeout=5)
         self.pollers = []

@@ -51,6 +51,7 @@ def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str,
 
 
 MOTO_ACCOUNT_ID = "123456789012"
+MOTO_REGION = "us-east-1"
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,21 @@ class LocalNames:
             return self.bucket(logical_id)
         return self.physical(logical_id)
 
+    def arn(self, logical_id: str, resource_type: str) -> str:
+        """What ``!GetAtt X.Arn`` gives locally (moto's account and region)."""
+        name = self.physical(logical_id)
+        if resource_type == "AWS::Serverless::Function":
+            return f"arn:aws:lambda:{MOTO_REGION}:{MOTO_ACCOUNT_ID}:function:{name}"
+        if resource_type == "AWS::SQS::Queue":
+            return f"arn:aws:sqs:{MOTO_REGION}:{MOTO_ACCOUNT_ID}:{name}"
+        if resource_type == "AWS::IAM::Role":
+            return f"arn:aws:iam::{MOTO_ACCOUNT_ID}:role/{name}"
+        raise ValueError(f"local wiring has no ARN for {resource_type} {logical_id}")
+
 
 def resolve(value: Any, template: dict[str, Any], names: LocalNames, overrides: dict[str, str]) -> Any:
     """Resolve the intrinsics local wiring needs: Ref to a resource (its local name) or a parameter
-    (override, else its default). Anything else is an error: local wiring must not guess."""
+    (override, else its default), GetAtt of an ARN. Anything else is an error: local wiring must not guess."""
     if isinstance(value, dict) and set(value) == {"Ref"}:
         target = value["Ref"]
         parameters = template.get("Parameters", {})
@@ -86,6 +98,9 @@ def resolve(value: Any, template: dict[str, Any], names: LocalNames, overrides: 
         if target in template.get("Resources", {}):
             return names.ref(target, template["Resources"][target]["Type"])
         raise KeyError(f"!Ref {target} names neither a parameter nor a resource")
+    if isinstance(value, dict) and set(value) == {"Fn::GetAtt"} and list(value["Fn::GetAtt"])[1:] == ["Arn"]:
+        target = value["Fn::GetAtt"][0]
+        return names.arn(target, template["Resources"][target]["Type"])
     if isinstance(value, dict):
         raise ValueError(f"local wiring cannot resolve {value!r}")
     return value

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -294,3 +294,22 @@ class CrashingProvider(RecordingPaymentProvider):
             self.crash_after_charge = False
             raise WorkerCrash("died after the provider accepted the payment")
         return outcome
+
+
+@dataclass
+class InMemoryPlanEndSchedules:
+    """The scheduler: schedules by (partner, date); ``fail`` makes the next calls raise TransientFailure."""
+
+    schedules: set[tuple[str, date]] = field(default_factory=set)
+    fail: bool = False
+
+    def schedule_plan_end(self, partner_id: str, ends_on: date) -> str:
+        if self.fail:
+            raise TransientFailure("scheduler unavailable")
+        self.schedules.add((partner_id, ends_on))
+        return f"plan-end-{partner_id}-{ends_on.isoformat()}"
+
+    def delete_plan_end(self, partner_id: str, ends_on: date) -> None:
+        if self.fail:
+            raise TransientFailure("scheduler unavailable")
+        self.schedules.discard((partner_id, ends_on))

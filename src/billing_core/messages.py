@@ -11,6 +11,7 @@ replayed message is harmless because a device counts once per workspace and mont
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -51,3 +52,13 @@ class DailyReportMessage(MessageV1):
 
 MeteringMessage = Annotated[SightingMessage | DailyReportMessage, Field(discriminator="type")]
 METERING_MESSAGE = TypeAdapter(MeteringMessage)
+
+
+class PlanEndEvent(BaseModel):
+    """The input of the cancellation finaliser, carried by the one-time end-of-plan schedule."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: Literal["plan-end/v1"] = Field(default="plan-end/v1", alias="schema")
+    partner_id: str = Field(min_length=1, max_length=128)
+    ends_on: date

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -166,4 +166,17 @@ class ChargeablePartners(Protocol):
 class ChargeQueue(Protocol):
     def enqueue_charges(self, partner_ids: list[str], month: BillingMonth) -> None:
         """One message per partner (charge that partner for that month). Raises ``TransientFailure``."""
+        ...
+
+
+class PlanEndSchedules(Protocol):
+    """One-time schedules that end a plan at the end of its cancellation date (EventBridge Scheduler)."""
+
+    def schedule_plan_end(self, partner_id: str, ends_on: date) -> str:
+        """Create the schedule (idempotent: the name derives from partner and date); returns its name.
+        Raises ``TransientFailure`` when the scheduler cannot be reached."""
+        ...
+
+    def delete_plan_end(self, partner_id: str, ends_on: date) -> None:
+        """Delete the schedule if it exists. Raises ``TransientFailure`` when the scheduler cannot be reached."""
         ...

@@ -78,6 +78,10 @@ class PlanStatusView(BaseModel):
     covered_through: date | None
     next_charge_date: date | None
     month: str = Field(description="The current billing month (UTC), YYYY-MM")
+    cancellation_ends_on: date | None = Field(
+        default=None, description="Set while a cancellation is scheduled: the plan's last day (reactivate until then)"
+    )
+    ended_on: date | None = Field(default=None, description="Set when the plan was cancelled: its last day")
     workspaces_on_plan: list[PlanWorkspaceView]
 
 
@@ -99,6 +103,9 @@ class LicenceDocumentView(BaseModel):
     max_devices: int | None
     status: str
     valid_through: date | None
+    ends_on: date | None = Field(
+        default=None, description="Set while the plan's cancellation is scheduled: the licence ends with this day"
+    )
 
 
 class InvoiceLineView(BaseModel):
@@ -135,3 +142,34 @@ class InvoicePage(BaseModel):
 class DownloadLink(BaseModel):
     url: str
     expires_in_seconds: int
+
+
+class CancelPlanRequest(RequestModel):
+    ends_on: date = Field(description="One of the offered end dates (GET /plan/cancellation/options), YYYY-MM-DD")
+
+
+class CancellationOptionView(BaseModel):
+    ends_on: date = Field(description="The plan's last day; licences end when it is over (00:00 UTC next day)")
+    final_invoice_on: date = Field(description="The monthly run that invoices the final month")
+
+
+class CancellationOptionsView(BaseModel):
+    options: list[CancellationOptionView]
+    scheduled_ends_on: date | None = Field(description="The end date already chosen, if a cancellation is scheduled")
+
+
+class EndingWorkspaceView(BaseModel):
+    workspace_id: str
+    name: str
+    edition: str | None
+    max_devices: int | None
+    devices_this_month: int = Field(description="Devices seen this month: they lose protection at the end date")
+
+
+class CancellationView(BaseModel):
+    state: str
+    ends_on: date
+    licences_end_at: datetime = Field(description="When every licence on the plan ends (UTC)")
+    final_invoice_on: date | None = Field(description="The monthly run that invoices the final month, if any is due")
+    workspaces_losing_protection: list[EndingWorkspaceView]
+    confirmation_email_sent: bool

@@ -28,6 +28,16 @@ class BillingSettings(BaseSettings):
     charge_queue_url: str | None = Field(default=None, description="SQS queue of the monthly run's fan-out")
     billing_email_sender: str = Field(default="billing@msp-billing.example", description="SES-verified sender")
 
+    # The one-time end-of-plan schedules (EventBridge Scheduler): their target, the role the scheduler
+    # assumes to invoke it, the DLQ of firings that keep failing, and the schedule group.
+    plan_end_function_arn: str | None = Field(default=None, description="The cancellation finaliser function")
+    plan_end_scheduler_role_arn: str | None = None
+    plan_end_dlq_arn: str | None = None
+    plan_end_schedule_group: str = "default"
+
+    # Local stack only: a test clock (see adapters/clock.py). Unset in AWS: the system clock.
+    clock_file: str | None = None
+
     price_list_version: str = "2026-01"
     # How long an Idempotency-Key is remembered (Stripe uses 24 hours too).
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)

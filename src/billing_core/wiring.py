@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import functools
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from billing_core.adapters.clock import SystemClock
+from billing_core.adapters.clock import OffsetFileClock, SystemClock
 from billing_core.adapters.dynamodb.invoices import DynamoInvoiceStore
 from billing_core.adapters.dynamodb.models import bind_billing_table
 from billing_core.adapters.dynamodb.repositories import DynamoBillingStore
 from billing_core.adapters.dynamodb.usage import DynamoUsageStore, DynamoWorkspaceDirectory, bind_usage_table
 from billing_core.domain.pricing import PriceList, price_list
-from billing_core.ports import Clock, PaymentProvider
+from billing_core.ports import Clock, Mailer, PaymentProvider
 from billing_core.services.activation import ActivationService
+from billing_core.services.cancellation import CancellationService
 from billing_core.services.history import BillingHistoryService
 from billing_core.services.metering import MeteringService
 from billing_core.services.monthly_charge import MonthlyChargeService, MonthlyRunDispatcher
@@ -37,7 +39,9 @@ class Services:
         bind_billing_table(settings.billing_table, settings.aws_region)
         bind_usage_table(settings.usage_table, settings.aws_region)
         self.settings = settings
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or (
+            OffsetFileClock(Path(settings.clock_file)) if settings.clock_file else SystemClock()
+        )
         self.prices: PriceList = price_list(settings.price_list_version)
         self.store = DynamoBillingStore(settings.aws_region)
         self.usage = DynamoUsageStore(timedelta(days=settings.usage_retention_days), settings.aws_region)
@@ -86,16 +90,20 @@ class Services:
         return S3UsageReports(_required(self.settings.reports_bucket, "REPORTS_BUCKET"))
 
     @functools.cached_property
-    def monthly_charge(self) -> MonthlyChargeService:
+    def mailer(self) -> Mailer:
         from billing_core.adapters.ses_mailer import SesMailer
 
+        return SesMailer(self.settings.billing_email_sender)
+
+    @functools.cached_property
+    def monthly_charge(self) -> MonthlyChargeService:
         return MonthlyChargeService(
             plans=self.store,
             workspaces=self.store,
             invoices=self.invoices,
             usage=self.usage,
             payments=self.payments,
-            mailer=SesMailer(self.settings.billing_email_sender),
+            mailer=self.mailer,
             reports=self.usage_reports,
             clock=self.clock,
             prices=self.prices,
@@ -107,6 +115,25 @@ class Services:
 
         queue = SqsChargeQueue(_required(self.settings.charge_queue_url, "CHARGE_QUEUE_URL"))
         return MonthlyRunDispatcher(partners=self.store, queue=queue, clock=self.clock)
+
+    @functools.cached_property
+    def cancellation(self) -> CancellationService:
+        from billing_core.adapters.plan_end_scheduler import EventBridgePlanEndSchedules
+
+        schedules = EventBridgePlanEndSchedules(
+            function_arn=_required(self.settings.plan_end_function_arn, "PLAN_END_FUNCTION_ARN"),
+            role_arn=_required(self.settings.plan_end_scheduler_role_arn, "PLAN_END_SCHEDULER_ROLE_ARN"),
+            dead_letter_arn=_required(self.settings.plan_end_dlq_arn, "PLAN_END_DLQ_ARN"),
+            group=self.settings.plan_end_schedule_group,
+        )
+        return CancellationService(
+            plans=self.store,
+            workspaces=self.store,
+            usage=self.usage,
+            schedules=schedules,
+            mailer=self.mailer,
+            clock=self.clock,
+        )
 
     @functools.cached_property
     def history(self) -> BillingHistoryService:

@@ -17,10 +17,15 @@ from infra.stack import LocalStack, StackConfig
 
 
 @pytest.fixture(scope="session")
-def local_stack() -> Iterator[LocalStack]:
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stack = LocalStack(
         StackConfig(
-            dynamodb_port=free_port(), moto_port=free_port(), api_port=free_port(), data_dir=None, stack_name="msp-test"
+            dynamodb_port=free_port(),
+            moto_port=free_port(),
+            api_port=free_port(),
+            data_dir=None,
+            stack_name="msp-test",
+            clock_file=tmp_path_factory.mktemp("clock") / "clock.json",
         )
     )
     stack.start()

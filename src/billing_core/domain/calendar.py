@@ -37,6 +37,10 @@ class BillingMonth:
         return cls(moment.year, moment.month)
 
     @classmethod
+    def containing_date(cls, day: date) -> BillingMonth:
+        return cls(day.year, day.month)
+
+    @classmethod
     def parse(cls, text: str) -> BillingMonth:
         """``YYYY-MM``."""
         year_text, _, month_text = text.partition("-")

@@ -178,9 +178,10 @@ class MonthToRate:
 
 
 def is_billable_month(plan: Plan, month: BillingMonth) -> bool:
-    """The activation month is covered by the fee; every later month the plan was live in is billed."""
-    first = plan.first_billable_month()
-    return first is not None and month >= first
+    """The activation month is covered by the fee; every later month the plan was live in is billed,
+    up to and including the month its cancellation ends in (never a month after it)."""
+    first, final = plan.first_billable_month(), plan.final_month
+    return first is not None and month >= first and (final is None or month <= final)
 
 
 def rate_month(request: MonthToRate, prices: PriceList, now: datetime) -> Invoice:

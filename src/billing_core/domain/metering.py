@@ -91,7 +91,7 @@ def classify_sighting(
     """Whether a sighting occupies a seat: only while its workspace was on the plan."""
     if workspace is None:
         return Billability.UNKNOWN_WORKSPACE
-    if not workspace.on_plan or workspace.joined_plan_at is None or sighting.observed_at < workspace.joined_plan_at:
+    if not workspace.on_plan_at(sighting.observed_at):
         return Billability.NOT_ON_PLAN
     if last_charged_month is not None and sighting.key.month <= last_charged_month:
         return Billability.LATE

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 
 from billing_core.domain.calendar import BillingMonth, require_utc
-from billing_core.domain.errors import ActivationInProgress, PlanAlreadyActive, PlanNotActive
+from billing_core.domain.errors import (
+    ActivationInProgress,
+    Conflict,
+    InvalidRequest,
+    PlanAlreadyActive,
+    PlanNotActive,
+    TransientFailure,
+)
 
 
 class PlanState(StrEnum):
@@ -27,6 +34,29 @@ ACTIVATABLE_STATES = frozenset({PlanState.INACTIVE, PlanState.CANCELLED})
 # by any caller. Resuming is safe because the provider idempotency key depends only on the partner
 # and the attempt number, never on who resumes it.
 ACTIVATION_CLAIM_TTL = timedelta(minutes=5)
+# A partner may end the plan at the end of the current month or of one of the next two months.
+CANCELLATION_OPTION_COUNT = 3
+
+
+def plan_end_instant(ends_on: date) -> datetime:
+    """The plan (and every licence on it) ends when its last day is over: 00:00 UTC the day after."""
+    return datetime.combine(ends_on + timedelta(days=1), time(0), tzinfo=UTC)
+
+
+def cancellation_end_dates(now: datetime) -> list[date]:
+    """The end dates on offer: the last day of this month and of the next two (UTC)."""
+    month = BillingMonth.containing(require_utc(now))
+    dates = []
+    for _ in range(CANCELLATION_OPTION_COUNT):
+        dates.append(month.last_day)
+        month = month.next()
+    return dates
+
+
+class PlanEndNotDue(TransientFailure):
+    """The end-of-plan schedule fired before the end date was over; its retry will come back."""
+
+    code = "plan_end_not_due"
 
 
 @dataclass(frozen=True)
@@ -44,6 +74,12 @@ class Plan:
     billing_email: str | None = None
     # The latest month a monthly charge run has invoiced; sightings for it or earlier are late usage.
     last_charged_month: BillingMonth | None = None
+    # Set while a cancellation is scheduled: the last day of the plan.
+    cancellation_ends_on: date | None = None
+    # Set when a cancelled plan has ended: its last day (the final month is the month of this day).
+    ended_on: date | None = None
+    # A cancelled plan stays visited by monthly runs until its final month is behind them.
+    left_monthly_runs: bool = False
     # Optimistic-locking version held by the repository; None for a plan never stored.
     version: int | None = None
 
@@ -55,11 +91,43 @@ class Plan:
         if not self.is_live:
             raise PlanNotActive(f"the monthly billing plan is {self.state.value}; activate it first")
 
+    @property
+    def visited_by_monthly_runs(self) -> bool:
+        """Live plans, and cancelled ones until a run for a month after their final month retires them."""
+        return self.is_live or (self.state is PlanState.CANCELLED and not self.left_monthly_runs)
+
+    @property
+    def final_month(self) -> BillingMonth | None:
+        """The last month the plan is (or will be) billed for, once an end date is set."""
+        last_day = self.ended_on if self.state is PlanState.CANCELLED else self.cancellation_ends_on
+        return BillingMonth.containing_date(last_day) if last_day is not None else None
+
+    def awaits_final_invoice(self) -> bool:
+        """A cancelled plan whose final month is billable but not invoiced yet (the run on the next 1st)."""
+        final, first = self.final_month, self.first_billable_month()
+        if self.state is not PlanState.CANCELLED or final is None or first is None or final < first:
+            return False
+        return self.last_charged_month is None or self.last_charged_month < final
+
+    def licence_active_at(self, now: datetime) -> bool:
+        """Licences on the plan are valid while it is live and its end date (if any) is not over, even
+        when the end-of-plan schedule is late."""
+        if not self.is_live:
+            return False
+        return self.cancellation_ends_on is None or require_utc(now) < plan_end_instant(self.cancellation_ends_on)
+
     def begin_activation(self, now: datetime) -> Plan:
         """Claim the plan for one activation attempt, or resume an abandoned attempt."""
         now = require_utc(now)
         if self.state in LIVE_STATES:
             raise PlanAlreadyActive(f"the monthly billing plan is already {self.state.value}")
+        if self.awaits_final_invoice():
+            # Activating now would make the final month of the ended plan look like an activation month.
+            raise Conflict(
+                f"the final invoice of the cancelled plan ({self.final_month}) is made by the monthly run on "
+                f"{self.final_month.next().first_day if self.final_month else 'the 1st'}; activate again after it",
+                code="final_invoice_pending",
+            )
         if self.state is PlanState.ACTIVATING:
             started = self.activation_started_at
             if started is not None and now - started < ACTIVATION_CLAIM_TTL:
@@ -96,10 +164,50 @@ class Plan:
             payment_customer_ref=customer_ref,
             payment_method_ref=payment_method_ref,
             activation_started_at=None,
+            # A new activation after a cancellation starts a new plan life.
+            cancellation_ends_on=None,
+            ended_on=None,
+            left_monthly_runs=False,
         )
 
     def decline_activation(self) -> Plan:
         return replace(self, state=PlanState.INACTIVE, activation_started_at=None)
+
+    # -- cancellation ----------------------------------------------------------------------------
+    def schedule_cancellation(self, ends_on: date, now: datetime) -> Plan:
+        """End the plan on one of the offered dates. Cancelling again replaces the date."""
+        if self.state not in (PlanState.ACTIVE, PlanState.CANCELLATION_SCHEDULED) or not self.licence_active_at(now):
+            raise PlanNotActive(f"only an active plan can be cancelled; this plan is {self.state.value}")
+        offered = cancellation_end_dates(now)
+        if ends_on not in offered:
+            allowed = ", ".join(day.isoformat() for day in offered)
+            raise InvalidRequest.for_field("ends_on", f"must be one of the offered end dates: {allowed}")
+        return replace(self, state=PlanState.CANCELLATION_SCHEDULED, cancellation_ends_on=ends_on)
+
+    def reactivate(self, now: datetime) -> Plan:
+        """Withdraw a scheduled cancellation before the end date: the plan continues as if never cancelled."""
+        if self.state is not PlanState.CANCELLATION_SCHEDULED or self.cancellation_ends_on is None:
+            raise Conflict(
+                f"no cancellation is scheduled (the plan is {self.state.value})", code="no_cancellation_scheduled"
+            )
+        if not self.licence_active_at(now):
+            raise Conflict(
+                f"the plan ended on {self.cancellation_ends_on.isoformat()}; activate it again instead",
+                code="plan_ended",
+            )
+        return replace(self, state=PlanState.ACTIVE, cancellation_ends_on=None)
+
+    def end_as_scheduled(self, ends_on: date, now: datetime) -> Plan | None:
+        """What an end-of-plan schedule for ``ends_on`` does: end the plan if that cancellation is still
+        the scheduled one, else nothing (None: a stale or repeated firing)."""
+        if self.state is not PlanState.CANCELLATION_SCHEDULED or self.cancellation_ends_on != ends_on:
+            return None
+        if require_utc(now) < plan_end_instant(ends_on):
+            raise PlanEndNotDue(f"the plan of {self.partner_id} ends after {ends_on.isoformat()}; not yet")
+        return replace(self, state=PlanState.CANCELLED, cancellation_ends_on=None, ended_on=ends_on)
+
+    def leave_monthly_runs(self) -> Plan:
+        return replace(self, left_monthly_runs=True)
 
     def covered_through(self) -> date | None:
         """Last day covered by the activation fee: the rest of the activation month, never prorated."""
@@ -118,7 +226,11 @@ class Plan:
         first = self.first_charge_date()
         if first is None or not self.is_live:
             return None
-        return max(first, BillingMonth.containing(now).next().first_day)
+        charge_on = max(first, BillingMonth.containing(now).next().first_day)
+        final = self.final_month
+        if final is not None and BillingMonth.containing_date(charge_on) > final.next():
+            return None  # the plan ends before another month is billed
+        return charge_on
 
     def first_billable_month(self) -> BillingMonth | None:
         if self.activated_at is None:

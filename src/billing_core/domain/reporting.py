@@ -228,3 +228,48 @@ def payment_failed_email(invoice: Invoice, partner_name: str) -> RenderedEmail:
         text=_render("payment_failed.txt", values, _plain),
         html=_render("payment_failed.html", values, _html),
     )
+
+
+@dataclass(frozen=True)
+class EndingLicence:
+    """A workspace whose plan licence ends with the plan, and its devices seen this month."""
+
+    workspace_id: str
+    name: str
+    edition: str
+    devices_this_month: int
+
+
+def cancellation_scheduled_email(partner_id: str, ends_on: date, licences: list[EndingLicence]) -> RenderedEmail:
+    """The confirmation of a cancellation, with the warning that every licence on the plan ends."""
+    values = {"partner_id": partner_id, "ends_on": _day(ends_on), "count": str(len(licences))}
+    rows = [
+        {
+            "name": licence.name,
+            "workspace_id": licence.workspace_id,
+            "edition": licence.edition,
+            "devices": str(licence.devices_this_month),
+        }
+        for licence in licences
+    ]
+    none = "No workspace is on the plan."
+    text_rows = "\n".join(_render("ending_licence_line.txt", row, _plain) for row in rows) or none
+    html_rows = "".join(_render("ending_licence_line.html", row, _html) for row in rows) or (
+        f'<tr><td colspan="4">{_html(none)}</td></tr>'
+    )
+    return RenderedEmail(
+        subject=_one_line(f"Monthly billing ends on {_day(ends_on)}: {partner_id}"),
+        text=_template("cancellation_scheduled.txt").substitute({**values, "rows": text_rows}),
+        html=_template("cancellation_scheduled.html").substitute(
+            {**{key: _html(value) for key, value in values.items()}, "rows": html_rows}
+        ),
+    )
+
+
+def plan_reactivated_email(partner_id: str, cancelled_end: date) -> RenderedEmail:
+    values = {"partner_id": partner_id, "ends_on": _day(cancelled_end)}
+    return RenderedEmail(
+        subject=_one_line(f"Monthly billing continues: {partner_id}"),
+        text=_render("plan_reactivated.txt", values, _plain),
+        html=_render("plan_reactivated.html", values, _html),
+    )

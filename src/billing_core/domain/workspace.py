@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from billing_core.domain.calendar import BillingMonth, require_utc
 from billing_core.domain.errors import Conflict, InvalidRequest
-from billing_core.domain.plan import Plan, PlanState
+from billing_core.domain.plan import Plan, PlanState, plan_end_instant
 from billing_core.domain.pricing import PriceList
 
 MAX_DEVICES_LIMIT = 100_000
@@ -30,7 +30,27 @@ class Workspace:
     edition: str | None = None
     max_devices: int | None = None
     joined_plan_at: datetime | None = None
+    # Set when the plan ended under the workspace: the last day its plan licence was valid.
+    licence_ended_on: date | None = None
     version: int | None = None
+
+    def on_plan_at(self, moment: datetime) -> bool:
+        """Whether the workspace's devices occupied plan seats at ``moment``: from joining the plan until
+        the end of the licence's last day (if it has ended)."""
+        moment = require_utc(moment)
+        if self.joined_plan_at is None or moment < self.joined_plan_at:
+            return False
+        if self.on_plan:
+            return True
+        return self.licence_ended_on is not None and moment < plan_end_instant(self.licence_ended_on)
+
+    def billed_in(self, month: BillingMonth) -> bool:
+        """On the plan for at least part of ``month``: still on it, or its licence ended during or after it."""
+        return self.on_plan or (self.licence_ended_on is not None and self.licence_ended_on >= month.first_day)
+
+    def end_licence(self, ends_on: date) -> Workspace:
+        """The plan ended: the workspace leaves it (a later activation does not bring it back silently)."""
+        return replace(self, on_plan=False, licence_ended_on=ends_on)
 
     def put_on_plan(self, *, plan: Plan, prices: PriceList, edition: str, max_devices: int, now: datetime) -> Workspace:
         plan.require_live()
@@ -43,6 +63,7 @@ class Workspace:
             edition=edition,
             max_devices=validate_max_devices(max_devices),
             joined_plan_at=require_utc(now),
+            licence_ended_on=None,
         )
 
     def change_licence(
@@ -76,20 +97,36 @@ class LicenceDocument:
     max_devices: int | None
     status: LicenceStatus
     valid_through: date | None
+    # Set while a cancellation is scheduled: the licence ends with the plan at the end of this day.
+    ends_on: date | None = None
 
 
 def licence_document(workspace: Workspace, plan: Plan, now: datetime) -> LicenceDocument:
     """What the protection software applies at its next online update.
 
     A plan licence renews monthly, so while the plan is live it is valid through the last day of the
-    current UTC month; when the plan has ended the licence has ended with it.
+    current UTC month, or the plan's end date if that comes first. Once the plan has ended (or its end
+    date is over, even if the end-of-plan schedule is late) the licence has ended with it.
     """
+    if workspace.licence_ended_on is not None and not workspace.on_plan:
+        return LicenceDocument(
+            workspace.workspace_id,
+            "monthly",
+            workspace.edition,
+            workspace.max_devices,
+            LicenceStatus.ENDED,
+            workspace.licence_ended_on,
+        )
     if not workspace.on_plan:
         return LicenceDocument(workspace.workspace_id, None, None, None, LicenceStatus.NOT_ON_PLAN, None)
-    if plan.is_live:
+    ends_on = plan.cancellation_ends_on or plan.ended_on
+    valid_through: date | None
+    if plan.licence_active_at(now):
         status, valid_through = LicenceStatus.ACTIVE, BillingMonth.containing(now).last_day
+        if ends_on is not None:
+            valid_through = min(valid_through, ends_on)
     else:
-        status, valid_through = LicenceStatus.ENDED, None
+        status, valid_through = LicenceStatus.ENDED, ends_on
     plan_name = "monthly" if plan.state is not PlanState.INACTIVE else None
     return LicenceDocument(
         workspace_id=workspace.workspace_id,
@@ -98,4 +135,5 @@ def licence_document(workspace: Workspace, plan: Plan, now: datetime) -> Licence
         max_devices=workspace.max_devices,
         status=status,
         valid_through=valid_through,
+        ends_on=plan.cancellation_ends_on if status is LicenceStatus.ACTIVE else None,
     )

@@ -18,6 +18,7 @@ event of that change in the same write: no transaction, about three small writes
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -76,11 +77,16 @@ class MonthlyChargeService:
 
     def charge_partner_for_month(self, partner_id: str, month: BillingMonth) -> Invoice | None:
         """Bring the partner's invoice for ``month`` as far as it can go today. None if the month is
-        not billable for this partner (never activated, activation month, or plan not live)."""
+        not billable for this partner (never activated, activation month, plan not live, or after the
+        final month of a cancelled plan). An invoice that exists is always carried on (retries of a
+        cancelled plan's final invoice included)."""
         plan = self.plans.load_plan(partner_id)
-        if not plan.is_live or not is_billable_month(plan, month):
-            return None
-        invoice = self.invoices.load_invoice(partner_id, month) or self._create(plan, month)
+        invoice = self.invoices.load_invoice(partner_id, month)
+        if invoice is None:
+            if not (plan.is_live or plan.state is PlanState.CANCELLED) or not is_billable_month(plan, month):
+                self._retire_if_ended(plan, month)
+                return None
+            invoice = self._create(plan, month)
         if invoice.payment_attempt_started_at is not None or invoice.due_for_payment(self.clock.now().date()):
             invoice = self._pay(plan, invoice)
         return self._report(plan, invoice)
@@ -91,7 +97,7 @@ class MonthlyChargeService:
         something is due (one write instead of two)."""
         plan = self._close_month(plan, month)
         workspaces = self.workspaces.list_workspaces(plan.partner_id)
-        on_plan = [w for w in workspaces if w.on_plan]
+        on_plan = [w for w in workspaces if w.billed_in(month)]
         usage = [
             WorkspaceMonthUsage(
                 w.workspace_id,
@@ -156,6 +162,21 @@ class MonthlyChargeService:
             totals[key] = (seats, devices)
         return totals
 
+    def _retire_if_ended(self, plan: Plan, month: BillingMonth) -> None:
+        """A cancelled plan leaves the monthly runs at the first run for a month after its final month
+        (by then every retry of the final invoice is behind it)."""
+        final = plan.final_month
+        if plan.state is not PlanState.CANCELLED or plan.left_monthly_runs or (final is not None and month <= final):
+            return
+        # If another worker or a new activation changed the plan meanwhile, a later run decides again.
+        with contextlib.suppress(ConcurrentModification):
+            self.plans.save_plan(
+                plan.leave_monthly_runs(),
+                audit=AuditEvent(
+                    plan.partner_id, "plan_left_monthly_runs", self.clock.now(), ACTOR, {"final_month": str(final)}
+                ),
+            )
+
     def _pay(self, plan: Plan, invoice: Invoice) -> Invoice:
         now = self.clock.now()
         if invoice.payment_attempt_started_at is None:
@@ -192,7 +213,8 @@ class MonthlyChargeService:
         )
         if saved.status is InvoiceStatus.PAST_DUE:
             current = self.plans.load_plan(plan.partner_id)  # this run may have changed it (month closed)
-            if current.state is not PlanState.PAST_DUE:
+            # Only an active plan becomes past due; a cancellation in progress or done keeps its course.
+            if current.state is PlanState.ACTIVE:
                 self.plans.save_plan(
                     replace(current, state=PlanState.PAST_DUE),
                     audit=AuditEvent(plan.partner_id, "plan_past_due", now, ACTOR, {"month": str(invoice.month)}),

@@ -48,6 +48,8 @@ def plan_status_view(
         covered_through=plan.covered_through(),
         next_charge_date=plan.next_charge_date(now),
         month=str(BillingMonth.containing(now)),
+        cancellation_ends_on=plan.cancellation_ends_on,
+        ended_on=plan.ended_on,
         workspaces_on_plan=[
             PlanWorkspaceView(
                 **workspace_view(w).model_dump(),
@@ -67,6 +69,7 @@ def licence_document_view(document: LicenceDocument) -> LicenceDocumentView:
         max_devices=document.max_devices,
         status=document.status.value,
         valid_through=document.valid_through,
+        ends_on=document.ends_on,
     )
 
 

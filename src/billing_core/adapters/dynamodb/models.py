@@ -45,7 +45,8 @@ class PartnerItemsIndex(GlobalSecondaryIndex["WorkspaceItem"]):  # type: ignore[
 
 
 class ChargeablePlansIndex(GlobalSecondaryIndex["PlanItem"]):  # type: ignore[no-untyped-call]
-    """Sparse index of the plans a monthly run must visit: only live plans carry ``charge_index``."""
+    """Sparse index of the plans a monthly run must visit: live plans, and cancelled ones until their final
+    month is behind the runs, carry ``charge_index``."""
 
     class Meta:
         index_name = "ChargeablePlans"
@@ -72,6 +73,9 @@ class PlanItem(Model):
     payment_method_ref = UnicodeAttribute(null=True)
     last_charged_month = UnicodeAttribute(null=True)  # YYYY-MM
     billing_email = UnicodeAttribute(null=True)
+    cancellation_ends_on = UnicodeAttribute(null=True)  # YYYY-MM-DD
+    ended_on = UnicodeAttribute(null=True)  # YYYY-MM-DD
+    left_monthly_runs = BooleanAttribute(default=False)
     charge_index = UnicodeAttribute(null=True)
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()
@@ -122,6 +126,7 @@ class WorkspaceItem(Model):
     max_devices = NumberAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     joined_plan_at = UTCDateTimeAttribute(null=True)
+    licence_ended_on = UnicodeAttribute(null=True)  # YYYY-MM-DD
     gsi1pk = UnicodeAttribute()
     gsi1sk = UnicodeAttribute()
     version = VersionAttribute()

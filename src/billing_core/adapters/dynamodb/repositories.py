@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import date
 
 from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError, UpdateError
@@ -88,6 +89,9 @@ class DynamoBillingStore:
             payment_method_ref=item.payment_method_ref,
             billing_email=item.billing_email,
             last_charged_month=BillingMonth.parse(item.last_charged_month) if item.last_charged_month else None,
+            cancellation_ends_on=_date_or_none(item.cancellation_ends_on),
+            ended_on=_date_or_none(item.ended_on),
+            left_monthly_runs=bool(item.left_monthly_runs),
             version=item.version,
         )
 
@@ -105,7 +109,10 @@ class DynamoBillingStore:
             payment_customer_ref=plan.payment_customer_ref,
             payment_method_ref=plan.payment_method_ref,
             billing_email=plan.billing_email,
-            charge_index=CHARGEABLE if plan.is_live else None,
+            cancellation_ends_on=_iso_or_none(plan.cancellation_ends_on),
+            ended_on=_iso_or_none(plan.ended_on),
+            left_monthly_runs=plan.left_monthly_runs,
+            charge_index=CHARGEABLE if plan.visited_by_monthly_runs else None,
             last_charged_month=str(plan.last_charged_month) if plan.last_charged_month else None,
             updated_at=audit.occurred_at,
         )
@@ -119,7 +126,7 @@ class DynamoBillingStore:
         return replace(plan, version=item.version)
 
     def chargeable_partners(self, page_size: int = 500) -> Iterator[str]:
-        """Partner ids of every live plan, paged through the sparse ChargeablePlans index."""
+        """Partner ids of every plan a monthly run must visit, paged through the sparse ChargeablePlans index."""
         for item in PlanItem.chargeable_plans.query(CHARGEABLE, page_size=page_size):
             yield item.partner_id
 
@@ -163,6 +170,7 @@ class DynamoBillingStore:
             max_devices=workspace.max_devices,
             created_at=workspace.created_at,
             joined_plan_at=workspace.joined_plan_at,
+            licence_ended_on=_iso_or_none(workspace.licence_ended_on),
             gsi1pk=partner_pk(workspace.partner_id),
             gsi1sk=f"WORKSPACE#{to_iso(workspace.created_at)}#{workspace.workspace_id}",
         )
@@ -206,5 +214,14 @@ def workspace_from_item(item: WorkspaceItem) -> Workspace:
         edition=item.edition,
         max_devices=int(item.max_devices) if item.max_devices is not None else None,
         joined_plan_at=item.joined_plan_at,
+        licence_ended_on=_date_or_none(item.licence_ended_on),
         version=item.version,
     )
+
+
+def _iso_or_none(day: date | None) -> str | None:
+    return day.isoformat() if day is not None else None
+
+
+def _date_or_none(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None
