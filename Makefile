@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11+, Java 17+, npm):
-#   make up     run the system locally (installs everything it needs first)
+#   make up     run the billing-lifecycle demo locally, then serve the API (installs everything it needs first)
 #   make test   lint, type-check and run every test (installs everything it needs first)
 PYTHON ?= python3
 VENV   := .venv
@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 LAYER_PYTHON_VERSION := 3.12
 LAYER_PLATFORM       := manylinux2014_aarch64
 
-.PHONY: up test lint typecheck unit layer clean reset install bench-import bench-meter bench-charge
+.PHONY: up serve test lint typecheck unit layer clean reset install bench-import bench-meter bench-charge
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 up: $(STAMP)
+	$(BIN)/msp-billing demo $(ARGS)
+
+# The system without the demo: one seeded partner, a curl walk-through, the API serving.
+serve: $(STAMP)
 	$(BIN)/msp-billing up $(ARGS)
 
 reset: $(STAMP)

@@ -30,14 +30,17 @@ def _queue(moto_port: int) -> tuple[Any, str]:
     return sqs, url
 
 
-def send_daily_report(moto_port: int, workspace_id: str, device_ids: list[str]) -> str:
+def send_daily_report(
+    moto_port: int, workspace_id: str, device_ids: list[str], observed_at: datetime | None = None
+) -> str:
+    """One agent's daily report; ``observed_at`` defaults to now (pass the local clock's now when it moved)."""
     sqs, url = _queue(moto_port)
     body = {
         "type": "daily_report",
         "schema_version": 1,
         "event_id": f"local-{uuid.uuid4().hex}",
         "workspace_id": workspace_id,
-        "observed_at": datetime.now(UTC).isoformat(),
+        "observed_at": (observed_at or datetime.now(UTC)).isoformat(),
         "device_ids": device_ids,
         "agent": {"product": "msp-billing local agent", "version": "1"},
     }

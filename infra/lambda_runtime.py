@@ -147,7 +147,8 @@ class SqsPoller(threading.Thread):
             received = self._sqs.receive_message(
                 QueueUrl=self._queue_url,
                 MaxNumberOfMessages=min(10, self.source.batch_size - len(messages)),
-                WaitTimeSeconds=1,
+                # Long-poll for the first message only; then take what is there (an empty queue ends the batch).
+                WaitTimeSeconds=0 if messages else 1,
                 AttributeNames=["All"],
             ).get("Messages", [])
             if received:

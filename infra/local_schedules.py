@@ -26,7 +26,7 @@ from infra.template import MOTO_ACCOUNT_ID, MOTO_REGION, LocalNames, resources_o
 log = logging.getLogger("msp-billing.local")
 Invoke = Callable[[str, dict[str, Any]], Any]
 
-_MONTHS = {name: index for index, name in enumerate(calendar.month_abbr) if name}
+_MONTHS = {name.upper(): index for index, name in enumerate(calendar.month_abbr) if name}
 _DAYS = {"SUN": 1, "MON": 2, "TUE": 3, "WED": 4, "THU": 5, "FRI": 6, "SAT": 7}  # AWS: 1 = Sunday
 _AT = re.compile(r"^at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)$")
 DEFAULT_ASYNC_RETRIES = 2  # Lambda's default for asynchronous invocations

@@ -22,6 +22,9 @@ class SandboxCard:
     # Attaches fine but every charge fails this way, like Stripe's 4000000000000341.
     charge_decline: str | None = None
     requires_action: bool = False
+    # Declines only the first attempt of each monthly charge (keys end in ":attempt-1"): funds arrive
+    # before the retry on the 3rd. Deterministic, because the attempt number is part of the key.
+    first_attempt_decline: str | None = None
 
 
 SANDBOX_CARDS: dict[str, SandboxCard] = {
@@ -36,6 +39,10 @@ SANDBOX_CARDS: dict[str, SandboxCard] = {
     ),
     "pm_card_chargeCustomerFail": SandboxCard(
         "saves, then every charge is declined: card_declined", charge_decline="card_declined"
+    ),
+    "pm_card_insufficientFundsFirstAttempt": SandboxCard(
+        "saves; each month's first charge is declined (insufficient_funds), the retry succeeds",
+        first_attempt_decline="insufficient_funds",
     ),
     "pm_card_authenticationRequired": SandboxCard(
         "saves, then every charge requires authentication", requires_action=True
@@ -78,8 +85,9 @@ class SandboxPaymentProvider:
             return ChargeOutcome(
                 ChargeStatus.REQUIRES_ACTION, payment_id, "authentication_required", "The card requires authentication."
             )
-        if card.charge_decline:
-            return ChargeOutcome(
-                ChargeStatus.DECLINED, payment_id, card.charge_decline, DECLINE_MESSAGES[card.charge_decline]
-            )
+        decline = card.charge_decline
+        if card.first_attempt_decline and request.idempotency_key.endswith(":attempt-1"):
+            decline = card.first_attempt_decline
+        if decline:
+            return ChargeOutcome(ChargeStatus.DECLINED, payment_id, decline, DECLINE_MESSAGES[decline])
         return ChargeOutcome(ChargeStatus.SUCCEEDED, payment_id)
