@@ -41,6 +41,14 @@ MotoPort = Annotated[int, typer.Option(help="Port of the moto server (SQS, S3, S
 ClockFile = Annotated[Path, typer.Option(help="The test clock's file (shared by every process of the stack)")]
 
 
+def _stack_config(api_port: int, dynamodb_port: int, moto_port: int, data_dir: Path | None) -> StackConfig:
+    """A stack to start here: in-memory data (``data_dir`` None) starts empty, so its clock starts at today."""
+    clock_file = Path(tempfile.mkdtemp(prefix="msp-clock-")) / "clock.json" if data_dir is None else DEFAULT_CLOCK_FILE
+    return StackConfig(
+        api_port=api_port, dynamodb_port=dynamodb_port, moto_port=moto_port, data_dir=data_dir, clock_file=clock_file
+    )
+
+
 def _serve_until_stopped(stopping: threading.Event) -> None:
     # Ctrl-C and SIGTERM both end the serving loop (SIGINT explicitly: a shell may start us with it ignored).
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -72,15 +80,7 @@ def up(
     API until Ctrl-C."""
     if reset and reset_local_data(data_dir):
         console.print(f"[yellow]Deleted local data in {data_dir}[/]")
-    config = StackConfig(
-        api_port=api_port,
-        dynamodb_port=dynamodb_port,
-        moto_port=moto_port,
-        data_dir=None if in_memory else data_dir,
-        # In-memory data starts empty, so its clock starts at today too.
-        clock_file=Path(tempfile.mkdtemp(prefix="msp-clock-")) / "clock.json" if in_memory else DEFAULT_CLOCK_FILE,
-    )
-    stack = LocalStack(config)
+    stack = LocalStack(_stack_config(api_port, dynamodb_port, moto_port, None if in_memory else data_dir))
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     started_at = time.monotonic()
@@ -190,14 +190,7 @@ def demo(
 
     if fresh and not in_memory and reset_local_data(DEFAULT_DATA_DIR, DEFAULT_CLOCK_FILE):
         console.print("[yellow]Started from empty local data (--keep-data keeps it).[/]")
-    config = StackConfig(
-        api_port=api_port,
-        dynamodb_port=dynamodb_port,
-        moto_port=moto_port,
-        data_dir=None if in_memory else DEFAULT_DATA_DIR,
-        clock_file=Path(tempfile.mkdtemp(prefix="msp-clock-")) / "clock.json" if in_memory else DEFAULT_CLOCK_FILE,
-    )
-    stack = LocalStack(config)
+    stack = LocalStack(_stack_config(api_port, dynamodb_port, moto_port, None if in_memory else DEFAULT_DATA_DIR))
     stack.config.parameter_overrides["LogLevel"] = QUIET_LOG_LEVEL if not verbose else "INFO"
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -184,15 +184,22 @@ def billing_report_email(invoice: Invoice, partner_name: str) -> RenderedEmail:
         "price_list_version": invoice.price_list_version,
     }
     lines = [_line_values(line) for line in invoice.lines]
-    text_lines = "\n".join(_render("billing_report_line.txt", line, _plain) for line in lines) or _NO_LINES
-    html_lines = "".join(_render("billing_report_line.html", line, _html) for line in lines) or (
-        f'<tr><td colspan="7">{_html(_NO_LINES)}</td></tr>'
+    return _email_with_lines(f"Billing report {month}: {partner_name}", "billing_report", values, lines, _NO_LINES, 7)
+
+
+def _email_with_lines(
+    subject: str, template: str, values: dict[str, str], lines: list[dict[str, str]], empty: str, columns: int
+) -> RenderedEmail:
+    """An e-mail whose ``$lines`` are a table (HTML) or a list (text), one ``<template>_line`` per entry."""
+    text_lines = "\n".join(_render(f"{template}_line.txt", line, _plain) for line in lines) or empty
+    html_lines = "".join(_render(f"{template}_line.html", line, _html) for line in lines) or (
+        f'<tr><td colspan="{columns}">{_html(empty)}</td></tr>'
     )
     # The rendered lines are inserted as they are: their values were escaped while rendering them.
     return RenderedEmail(
-        subject=_one_line(f"Billing report {month}: {partner_name}"),
-        text=_template("billing_report.txt").substitute({**values, "lines": text_lines}),
-        html=_template("billing_report.html").substitute(
+        subject=_one_line(subject),
+        text=_template(f"{template}.txt").substitute({**values, "lines": text_lines}),
+        html=_template(f"{template}.html").substitute(
             {**{key: _html(value) for key, value in values.items()}, "lines": html_lines}
         ),
     )
@@ -252,17 +259,13 @@ def cancellation_scheduled_email(partner_id: str, ends_on: date, licences: list[
         }
         for licence in licences
     ]
-    none = "No workspace is on the plan."
-    text_rows = "\n".join(_render("ending_licence_line.txt", row, _plain) for row in rows) or none
-    html_rows = "".join(_render("ending_licence_line.html", row, _html) for row in rows) or (
-        f'<tr><td colspan="4">{_html(none)}</td></tr>'
-    )
-    return RenderedEmail(
-        subject=_one_line(f"Monthly billing ends on {_day(ends_on)}: {partner_id}"),
-        text=_template("cancellation_scheduled.txt").substitute({**values, "rows": text_rows}),
-        html=_template("cancellation_scheduled.html").substitute(
-            {**{key: _html(value) for key, value in values.items()}, "rows": html_rows}
-        ),
+    return _email_with_lines(
+        f"Monthly billing ends on {_day(ends_on)}: {partner_id}",
+        "cancellation_scheduled",
+        values,
+        rows,
+        "No workspace is on the plan.",
+        4,
     )
 
 
