@@ -12,14 +12,35 @@ from billing_core.api.http import (
     partner_identity,
     required_header,
 )
+from billing_core.api.openapi import Param, operation
 from billing_core.domain.errors import PaymentDeclined
-from billing_core.schemas import ActivatePlanRequest
+from billing_core.schemas import ActivatePlanRequest, ActivationOutcome, PlanStatusView
 from billing_core.wiring import services
 
 activate_api = Blueprint(__name__)
 
 
+IDEMPOTENCY_KEY = Param(
+    "Chosen by the client per activation attempt: the same key and body replay the first answer (one charge)",
+    {"type": "string", "minLength": 1, "maxLength": 255},
+    required=True,
+)
+
+
 @activate_api.route("/plan/activation", methods=["POST"], authorizer=partner_authorizer)
+@operation(
+    "Activate the monthly billing option: charge the activation fee and save the payment method",
+    request=ActivatePlanRequest,
+    responses={201: ActivationOutcome},
+    headers={"Idempotency-Key": IDEMPOTENCY_KEY},
+    errors={
+        400: "the Idempotency-Key header is missing",
+        402: "the payment was declined; `error.decline_code` says why",
+        409: "the plan is already active, or an activation is in progress",
+        422: "the Idempotency-Key was used before with another body",
+    },
+    billing=True,
+)
 @answers_errors
 def activate_monthly_billing() -> Response:
     request = activate_api.current_request
@@ -35,6 +56,11 @@ def activate_monthly_billing() -> Response:
 
 
 @activate_api.route("/plan", methods=["GET"], authorizer=partner_authorizer)
+@operation(
+    "The plan's state, coverage, next charge date and the workspaces on it",
+    responses={200: PlanStatusView},
+    billing=True,
+)
 @answers_errors
 def plan_status() -> Response:
     identity = partner_identity(activate_api.current_request, billing=True)

@@ -4,14 +4,46 @@ from __future__ import annotations
 
 from chalice.app import Blueprint, Response
 
-from billing_core.api.http import answers_errors, json_response, parse_body, partner_authorizer, partner_identity
-from billing_core.schemas import ChangeWorkspaceLicenceRequest, CreateWorkspaceRequest, SwitchWorkspaceToPlanRequest
+from billing_core.api.http import (
+    MAX_PATH_ID_LENGTH,
+    answers_errors,
+    json_response,
+    parse_body,
+    partner_authorizer,
+    partner_identity,
+    path_id,
+)
+from billing_core.api.openapi import Param, items_of, operation
+from billing_core.schemas import (
+    ChangeWorkspaceLicenceRequest,
+    CreateWorkspaceRequest,
+    LicenceDocumentView,
+    SwitchWorkspaceToPlanRequest,
+    WorkspaceView,
+)
 from billing_core.wiring import services
 
 workspaces_api = Blueprint(__name__)
 
+WORKSPACE_ID = {
+    "workspace_id": Param(
+        "The workspace's id, as POST /workspaces answered it (ws_...)",
+        {"type": "string", "minLength": 1, "maxLength": MAX_PATH_ID_LENGTH},
+    )
+}
+NOT_FOUND = "no such workspace (another partner's workspace answers this too)"
+
 
 @workspaces_api.route("/workspaces", methods=["POST"], authorizer=partner_authorizer)
+@operation(
+    "Create a workspace, directly on the plan (edition, max_devices) or off it (on_plan: false)",
+    request=CreateWorkspaceRequest,
+    responses={201: WorkspaceView},
+    errors={
+        409: "on_plan and the plan is not active; or a concurrent change",
+        422: "edition or max_devices missing while on_plan, or an edition not on the price list",
+    },
+)
 @answers_errors
 def create_workspace() -> Response:
     request = workspaces_api.current_request
@@ -21,6 +53,7 @@ def create_workspace() -> Response:
 
 
 @workspaces_api.route("/workspaces", methods=["GET"], authorizer=partner_authorizer)
+@operation("The partner's workspaces", responses={200: items_of(WorkspaceView)})
 @answers_errors
 def list_workspaces() -> Response:
     identity = partner_identity(workspaces_api.current_request)
@@ -28,32 +61,65 @@ def list_workspaces() -> Response:
 
 
 @workspaces_api.route("/workspaces/{workspace_id}", methods=["GET"], authorizer=partner_authorizer)
+@operation("One workspace", responses={200: WorkspaceView}, path_params=WORKSPACE_ID, errors={404: NOT_FOUND})
 @answers_errors
 def get_workspace(workspace_id: str) -> Response:
     identity = partner_identity(workspaces_api.current_request)
+    workspace_id = path_id(workspace_id, "workspace")
     return json_response(services().workspaces.get_workspace(identity, workspace_id))
 
 
 @workspaces_api.route("/workspaces/{workspace_id}/plan", methods=["PUT"], authorizer=partner_authorizer)
+@operation(
+    "Switch an existing workspace to the plan with an edition and a maximum device count",
+    request=SwitchWorkspaceToPlanRequest,
+    responses={200: WorkspaceView},
+    path_params=WORKSPACE_ID,
+    errors={
+        404: NOT_FOUND,
+        409: "the plan is not active, the workspace is already on it, or a concurrent change",
+        422: "an edition not on the price list",
+    },
+)
 @answers_errors
 def switch_workspace_to_plan(workspace_id: str) -> Response:
     request = workspaces_api.current_request
     identity = partner_identity(request)
+    workspace_id = path_id(workspace_id, "workspace")
     body = parse_body(request, SwitchWorkspaceToPlanRequest)
     return json_response(services().workspaces.switch_workspace_to_plan(identity, workspace_id, body))
 
 
 @workspaces_api.route("/workspaces/{workspace_id}/licence", methods=["PATCH"], authorizer=partner_authorizer)
+@operation(
+    "Change the edition and/or the maximum device count of a workspace on the plan",
+    request=ChangeWorkspaceLicenceRequest,
+    responses={200: WorkspaceView},
+    path_params=WORKSPACE_ID,
+    errors={
+        404: NOT_FOUND,
+        409: "the workspace is not on the plan, the plan is not active, or a concurrent change",
+        422: "neither edition nor max_devices given, or an edition not on the price list",
+    },
+)
 @answers_errors
 def change_workspace_licence(workspace_id: str) -> Response:
     request = workspaces_api.current_request
     identity = partner_identity(request)
+    workspace_id = path_id(workspace_id, "workspace")
     body = parse_body(request, ChangeWorkspaceLicenceRequest)
     return json_response(services().workspaces.change_workspace_licence(identity, workspace_id, body))
 
 
 @workspaces_api.route("/workspaces/{workspace_id}/licence", methods=["GET"], authorizer=partner_authorizer)
+@operation(
+    "The licence document the protection software fetches: plan, edition, max devices, status, valid through",
+    responses={200: LicenceDocumentView},
+    path_params=WORKSPACE_ID,
+    errors={404: NOT_FOUND},
+)
 @answers_errors
 def licence_document(workspace_id: str) -> Response:
     identity = partner_identity(workspaces_api.current_request)
+    workspace_id = path_id(workspace_id, "workspace")
     return json_response(services().workspaces.licence_document(identity, workspace_id))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from chalice.app import CognitoUserPoolAuthorizer, Request, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from billing_core.domain.errors import (
     BadRequest,
@@ -61,17 +61,36 @@ def status_for(error: BillingError) -> int:
     return 400
 
 
+class FieldErrorDetail(BaseModel):
+    field: str = Field(description="The field, header or parameter, e.g. max_devices or Idempotency-Key")
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. plan_not_active or card_declined")
+    message: str
+    fields: list[FieldErrorDetail] | None = Field(default=None, description="Each field's problem (422 only)")
+    decline_code: str | None = Field(default=None, description="Why the payment was declined (402 only)")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer of the partner API."""
+
+    error: ErrorDetail
+
+
 def error_response(error: BillingError) -> Response:
-    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    detail = ErrorDetail(code=error.code, message=error.message)
     if isinstance(error, InvalidRequest):
-        body["fields"] = [{"field": p.field, "message": p.message} for p in error.problems]
+        detail.fields = [FieldErrorDetail(field=p.field, message=p.message) for p in error.problems]
     if isinstance(error, PaymentDeclined):
-        body["decline_code"] = error.decline_code
+        detail.decline_code = error.decline_code
     status = status_for(error)
     headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return Response(body={"error": body}, status_code=status, headers=headers)
+    body = ErrorResponse(error=detail).model_dump(mode="json", exclude_none=True)
+    return Response(body=body, status_code=status, headers=headers)
 
 
 def json_response(payload: BaseModel | Sequence[BaseModel], status_code: int = 200) -> Response:
@@ -127,6 +146,8 @@ def parse_body(request: Request, model: type[ModelT]) -> ModelT:
         data = json.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError) as error:
         raise BadRequest(f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     try:
@@ -138,6 +159,18 @@ def parse_body(request: Request, model: type[ModelT]) -> ModelT:
 def _field_problem(detail: Any) -> FieldProblem:
     location = ".".join(str(part) for part in detail.get("loc", ())) or "body"
     return FieldProblem(location, str(detail.get("msg", "invalid value")))
+
+
+# Longer than any id we issue (``ws_`` + 32 hex digits), far below DynamoDB's key size limits.
+MAX_PATH_ID_LENGTH = 128
+
+
+def path_id(value: str, what: str) -> str:
+    """An id from the path. One no resource can have (empty, or too long to be a key) is not found, without
+    asking the store (which refuses such keys with an error)."""
+    if not value or len(value) > MAX_PATH_ID_LENGTH:
+        raise NotFound(f"{what} not found")
+    return value
 
 
 def required_header(request: Request, name: str) -> str:
