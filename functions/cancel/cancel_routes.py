@@ -5,13 +5,20 @@ from __future__ import annotations
 from chalice.app import Blueprint, Response
 
 from billing_core.api.http import answers_errors, json_response, parse_body, partner_authorizer, partner_identity
-from billing_core.schemas import CancelPlanRequest
+from billing_core.api.openapi import operation
+from billing_core.schemas import CancellationOptionsView, CancellationView, CancelPlanRequest, PlanStatusView
 from billing_core.wiring import services
 
 cancel_api = Blueprint(__name__)
 
 
 @cancel_api.route("/plan/cancellation/options", methods=["GET"], authorizer=partner_authorizer)
+@operation(
+    "The end dates on offer: the end of this month and of the next two (UTC)",
+    responses={200: CancellationOptionsView},
+    errors={409: "the plan is not active (nothing to cancel)"},
+    billing=True,
+)
 @answers_errors
 def cancellation_options() -> Response:
     identity = partner_identity(cancel_api.current_request, billing=True)
@@ -19,6 +26,14 @@ def cancellation_options() -> Response:
 
 
 @cancel_api.route("/plan/cancellation", methods=["POST"], authorizer=partner_authorizer)
+@operation(
+    "Cancel the monthly billing plan on one of the offered end dates; every licence on it ends with it. "
+    "Cancelling again replaces the date",
+    request=CancelPlanRequest,
+    responses={200: CancellationView},
+    errors={409: "the plan is not active"},
+    billing=True,
+)
 @answers_errors
 def cancel_plan() -> Response:
     request = cancel_api.current_request
@@ -28,6 +43,12 @@ def cancel_plan() -> Response:
 
 
 @cancel_api.route("/plan/cancellation", methods=["DELETE"], authorizer=partner_authorizer)
+@operation(
+    "Reactivate: withdraw the scheduled cancellation before its end date; the plan continues as before",
+    responses={200: PlanStatusView},
+    errors={409: "no cancellation is scheduled, or the end date is over (activate again instead)"},
+    billing=True,
+)
 @answers_errors
 def reactivate_plan() -> Response:
     identity = partner_identity(cancel_api.current_request, billing=True)
