@@ -201,6 +201,14 @@ def statements_on_any_resource(template: dict[str, Any]) -> list[str]:
     return problems
 
 
+def alarms_that_notify_nobody(template: dict[str, Any]) -> list[str]:
+    return [
+        f"{logical_id}: no AlarmActions"
+        for logical_id, alarm in sorted(resources_of_type(template, "AWS::CloudWatch::Alarm").items())
+        if not alarm.get("Properties", {}).get("AlarmActions")
+    ]
+
+
 # ---------------------------------------------------------------- against template.yaml
 
 
@@ -212,12 +220,25 @@ def test_every_table_has_point_in_time_recovery_and_deletion_protection() -> Non
 
 def test_every_queue_has_a_dead_letter_queue() -> None:
     template = load_template()
-    assert dead_letter_queues(template) >= {"MeteringDeadLetterQueue", "ChargeDeadLetterQueue"}
+    assert dead_letter_queues(template) >= {
+        "MeteringDeadLetterQueue",
+        "ChargeDeadLetterQueue",
+        "PlanEndDeadLetterQueue",
+        "MonthlyRunDeadLetterQueue",
+    }
     assert queues_without_dead_letter_queue(template) == []
 
 
 def test_every_dead_letter_queue_has_a_depth_alarm() -> None:
     assert dead_letter_queues_without_alarm(load_template()) == []
+
+
+def test_every_alarm_notifies_someone() -> None:
+    template = load_template()
+    assert alarms_that_notify_nobody(template) == []
+    assert alarms_that_notify_nobody({"Resources": {"Mute": {"Type": "AWS::CloudWatch::Alarm", "Properties": {}}}}) == [
+        "Mute: no AlarmActions"
+    ]
 
 
 def test_no_statement_grants_any_resource_unless_aws_requires_it() -> None:
