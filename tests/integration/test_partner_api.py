@@ -187,3 +187,12 @@ def test_another_partners_workspace_is_not_found(client: Client) -> None:
     assert answer(client.http.put(f"{path}/plan", headers=headers, body=switch))[0] == 404
     assert answer(client.http.patch(f"{path}/licence", headers=headers, body=body({"max_devices": 2})))[0] == 404
     assert answer(client.http.get("/workspaces/ws_doesnotexist", headers=headers))[0] == 404
+
+
+def test_answers_chalice_gives_before_a_view_runs_have_the_api_error_shape(client: Client) -> None:
+    partner = new_partner_id()
+    headers = {**auth_headers(partner), "Content-Type": "text/plain"}
+    status, payload = answer(client.http.post("/workspaces", headers=headers, body="name=x"))
+    assert status == 415 and payload["error"]["code"] == "unsupported_media_type"
+    status, payload = answer(client.http.delete("/workspaces", headers=auth_headers(partner)))
+    assert status == 405 and payload["error"]["code"] == "method_not_allowed"

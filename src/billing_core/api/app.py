@@ -22,9 +22,29 @@ def log_each_request(event: Request, get_response: Callable[[Request], Response]
     return response
 
 
+# Chalice answers some requests itself, before a view runs, with {"Code", "Message"}; the partner API
+# promises one error shape, so those answers are rewritten into it.
+FRAMEWORK_ERROR_CODES = {
+    "MethodNotAllowedError": "method_not_allowed",
+    "UnsupportedMediaType": "unsupported_media_type",
+    "BadRequest": "bad_request",
+    "InternalServerError": "internal_error",
+}
+
+
+def framework_errors_in_the_api_shape(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    response = get_response(event)
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        code = FRAMEWORK_ERROR_CODES.get(str(body["Code"]), "error")
+        response.body = {"error": {"code": code, "message": str(body["Message"])}}
+    return response
+
+
 def partner_api_app(app_name: str, *blueprints: Blueprint) -> Chalice:
     app = Chalice(app_name=app_name)
     app.register_middleware(log_each_request, "http")
+    app.register_middleware(framework_errors_in_the_api_shape, "http")
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app

@@ -22,8 +22,8 @@ decorator and ``@answers_errors`` in its ``*_routes.py`` module::
   route can answer: 401 (no or invalid token), 403 (a role that may not call it; with ``billing=True``
   also every role but owner / billing-admin), 415 (Content-Type not JSON, answered by Chalice), 503 (a
   dependency briefly unavailable: retry), and with a ``request`` model 400 (body not a JSON object) and
-  422 (field errors). Errors have the body of ``http.error_response`` (``ErrorResponse``); 401 may also
-  be API Gateway's ``{"message"}`` and 415 is Chalice's ``{"Code", "Message"}``.
+  422 (field errors). Errors have the body of ``http.error_response`` (``ErrorResponse``; Chalice's own
+  answers such as 415 are rewritten into it by ``api.app``); 401 may also be API Gateway's ``{"message"}``.
 - ``path_params``: a ``Param`` for each ``{name}`` in the path (a path parameter without one, or one
   the path does not have, is an error). ``query`` and ``headers``: ``Param``s too (e.g. the required
   ``Idempotency-Key`` header of the activation).
@@ -152,16 +152,7 @@ SECURITY_DESCRIPTION = (
     "API Gateway's Cognito authorizer verifies it; the claims `custom:partner_id` and `custom:role` say "
     "who calls. Locally: `msp-billing dev-token --partner ID --role owner`."
 )
-UNSUPPORTED_MEDIA_TYPE = (
-    "The request's Content-Type is not application/json; answered by Chalice before the handler, with its "
-    "own body (`FrameworkError`)"
-)
-FRAMEWORK_ERROR: JsonSchema = {
-    "type": "object",
-    "description": "Chalice's own answer, before the handler runs",
-    "properties": {"Code": {"type": "string"}, "Message": {"type": "string"}},
-    "required": ["Code", "Message"],
-}
+UNSUPPORTED_MEDIA_TYPE = "The request's Content-Type is not application/json (code `unsupported_media_type`)"
 GATEWAY_MESSAGE: JsonSchema = {
     "type": "object",
     "description": "API Gateway's own answer, before the function runs (e.g. a refused token)",
@@ -266,8 +257,6 @@ def _operation_object(route: RouteEntry, declared: Operation, schemas: _Schemas)
     for status, when in _error_statuses(declared).items():
         schema: JsonSchema = error_schema
         answer = {"description": when}
-        if status == 415:
-            schema = {"$ref": "#/components/schemas/FrameworkError"}
         if status == 401:
             schema = {"anyOf": [error_schema, {"$ref": "#/components/schemas/ApiGatewayMessage"}]}
             answer["headers"] = {
@@ -310,14 +299,13 @@ def openapi_document(app: Chalice) -> dict[str, Any]:
         paths.setdefault(route.uri_pattern, {})[route.method.lower()] = _operation_object(route, declared, schemas)
     refs, definitions = schemas.resolve()
     definitions["ApiGatewayMessage"] = GATEWAY_MESSAGE
-    definitions["FrameworkError"] = FRAMEWORK_ERROR
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": TITLE,
             "version": API_VERSION,
             "description": (
-                "The partner API of msp-billing: activate the monthly billing option, put workspaces on the "
+                "The partner API of msp-billing: activate or cancel the monthly billing option, put workspaces on the "
                 "plan, read licence documents and the billing history. Money is integer minor units plus an "
                 "ISO-4217 code; timestamps are ISO-8601 UTC. Generated from the routes and the pydantic "
                 "models (billing_core.api.openapi)."
