@@ -30,8 +30,12 @@ class ActivatePlanRequest(RequestModel):
     )
 
 
+# Names end up in e-mail subjects, CSV files and licence documents: printable text only.
+PRINTABLE_TEXT = r"^[^\x00-\x1f\x7f]+$"
+
+
 class CreateWorkspaceRequest(RequestModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=PRINTABLE_TEXT)
     on_plan: bool = Field(default=True, description="Create the workspace directly on the monthly plan")
     # edition and max_devices are required when on_plan is true (checked by the use case, naming each).
     edition: str | None = Field(default=None, min_length=1, max_length=64)

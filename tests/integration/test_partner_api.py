@@ -196,3 +196,10 @@ def test_answers_chalice_gives_before_a_view_runs_have_the_api_error_shape(clien
     assert status == 415 and payload["error"]["code"] == "unsupported_media_type"
     status, payload = answer(client.http.delete("/workspaces", headers=auth_headers(partner)))
     assert status == 405 and payload["error"]["code"] == "method_not_allowed"
+
+
+def test_a_workspace_name_with_control_characters_is_refused_naming_the_field(client: Client) -> None:
+    partner = new_partner_id()
+    payload = {"name": "Acme\u0000Evil", "on_plan": False}
+    status, error = answer(client.http.post("/workspaces", headers=auth_headers(partner), body=body(payload)))
+    assert status == 422 and error["error"]["fields"][0]["field"] == "name"
