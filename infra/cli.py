@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from billing_core.domain.identity import Role
+from infra.demo import DEMO_OUTPUT_DIR
 from infra.dev_tokens import development_token
 from infra.processes import LocalStackError
 from infra.stack import DEFAULT_CLOCK_FILE, DEFAULT_DATA_DIR, LocalStack, StackConfig, reset_local_data
@@ -78,13 +79,14 @@ def up(
     """Start the system: DynamoDB Local and the moto server, resources from template.yaml, queue deliveries
     and schedules (fired by the test clock), seed a partner, print a curl walk-through and serve the partner
     API until Ctrl-C."""
-    if reset and reset_local_data(data_dir):
-        console.print(f"[yellow]Deleted local data in {data_dir}[/]")
     stack = LocalStack(_stack_config(api_port, dynamodb_port, moto_port, None if in_memory else data_dir))
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     started_at = time.monotonic()
     try:
+        stack.check_prerequisites()  # before deleting anything: a stack already running on these ports uses it
+        if reset and reset_local_data(data_dir, stack.config.clock_file):
+            console.print(f"[yellow]Deleted local data in {data_dir}[/]")
         with console.status("Starting DynamoDB Local and the moto server…"):
             created = stack.start()
         console.print(
@@ -175,9 +177,7 @@ def demo(
     serve: Annotated[bool, typer.Option(help="Keep serving the API afterwards (--no-serve exits)")] = True,
     in_memory: Annotated[bool, typer.Option(help="Keep DynamoDB data in memory only")] = False,
     verbose: Annotated[bool, typer.Option(help="Show the functions' JSON logs (INFO)")] = False,
-    output_dir: Annotated[Path, typer.Option(help="Where the e-mails, usage reports and summary go")] = Path(
-        ".local/demo"
-    ),
+    output_dir: Annotated[Path, typer.Option(help="Where the e-mails, usage reports and summary go")] = DEMO_OUTPUT_DIR,
     api_port: ApiPort = 8080,
     dynamodb_port: DynamoDBPort = 8042,
     moto_port: MotoPort = 5042,
@@ -188,14 +188,15 @@ def demo(
     ground truth) and where the e-mails and usage reports are, then serves the partner API."""
     from infra.demo import BillingDemo, DemoFailure
 
-    if fresh and not in_memory and reset_local_data(DEFAULT_DATA_DIR, DEFAULT_CLOCK_FILE):
-        console.print("[yellow]Started from empty local data (--keep-data keeps it).[/]")
     stack = LocalStack(_stack_config(api_port, dynamodb_port, moto_port, None if in_memory else DEFAULT_DATA_DIR))
     stack.config.parameter_overrides["LogLevel"] = QUIET_LOG_LEVEL if not verbose else "INFO"
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     started = time.monotonic()
     try:
+        stack.check_prerequisites()  # before deleting anything: a stack already running on these ports uses it
+        if fresh and not in_memory and reset_local_data(DEFAULT_DATA_DIR, DEFAULT_CLOCK_FILE):
+            console.print("[yellow]Started from empty local data (--keep-data keeps it).[/]")
         with console.status("Starting DynamoDB Local, the moto server and the resources of template.yaml…"):
             stack.start()
             api = stack.serve_api()
