@@ -173,7 +173,9 @@ def demo(
     partners: Annotated[int, typer.Option(min=1, max=200, help="How many partners (5 tell every story)")] = 5,
     months: Annotated[int, typer.Option(min=2, max=12, help="Months to pass on the clock")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the simulated agents (same seed, same story)")] = 2026,
-    fresh: Annotated[bool, typer.Option(help="Start from empty local data and today (--keep-data: go on)")] = True,
+    fresh: Annotated[
+        bool, typer.Option("--fresh/--keep-data", help="Start from empty local data and today, or go on from them")
+    ] = True,
     serve: Annotated[bool, typer.Option(help="Keep serving the API afterwards (--no-serve exits)")] = True,
     in_memory: Annotated[bool, typer.Option(help="Keep DynamoDB data in memory only")] = False,
     verbose: Annotated[bool, typer.Option(help="Show the functions' JSON logs (INFO)")] = False,
