@@ -63,6 +63,7 @@ class Services:
             clock=self.clock,
             prices=self.prices,
             idempotency=self.idempotency,
+            invoices=self.invoices,
         )
 
     @functools.cached_property

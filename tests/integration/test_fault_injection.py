@@ -49,7 +49,7 @@ from billing_core.adapters.s3_reports import S3UsageReports
 from billing_core.adapters.ses_mailer import SesMailer
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.errors import ConcurrentModification, Conflict, TransientFailure
+from billing_core.domain.errors import ConcurrentModification, Conflict, PlanNotActive, TransientFailure
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.domain.invoicing import Invoice, InvoiceStatus
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable
@@ -645,29 +645,35 @@ def test_a_licence_changed_while_the_plan_ends_fails_the_firing_and_its_retry_en
     assert first.workspace_id != second.workspace_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (issue 7 closing note): a workspace put on the plan after the end date, while the late "
-    "end-of-plan firing is between listing the workspaces and saving the plan, stays on_plan under the "
-    "cancelled plan; put_on_plan only checks that the plan is live, and ending the plan is not conditional "
-    "on the set of workspaces",
-)
-def test_a_workspace_created_while_the_plan_ends_ends_with_it(settings: BillingSettings) -> None:
+def test_a_workspace_put_on_the_plan_while_the_plan_ends_ends_with_it(settings: BillingSettings) -> None:
+    """Found by this suite and fixed: a workspace could join a plan whose end date was over while the late
+    firing was between listing the workspaces and saving the plan. Now nothing joins a plan after its end
+    date (409), and a workspace that joined just before it, in a write the firing's listing did not see
+    yet, is ended by the firing's second sweep after the plan is saved."""
     world, service = ended_world(settings)
     ends_on = BillingMonth(2026, 11).last_day
-    created: list[str] = []
+    request = CreateWorkspaceRequest(name="Too late", edition="anti-malware", max_devices=4)
+    with pytest.raises(PlanNotActive, match="ended on 2026-11-30"):
+        world.wired.workspaces.create_workspace(world.owner, request)
+    joined: list[str] = []
 
-    def partner_creates_workspace() -> None:
-        request = CreateWorkspaceRequest(name="Late", edition="anti-malware", max_devices=4)
-        created.append(world.wired.workspaces.create_workspace(world.owner, request).workspace_id)
+    def in_flight_join_from_before_the_end() -> None:
+        plan = world.wired.store.load_plan(world.partner)
+        before_end = BillingMonth(2026, 11).starts_at + timedelta(days=29, hours=23)
+        workspace = Workspace(f"ws_{uuid.uuid4().hex}", world.partner, "Just in time", before_end).put_on_plan(
+            plan=plan, prices=world.wired.prices, edition="anti-malware", max_devices=4, now=before_end
+        )
+        world.wired.store.save_workspace(
+            workspace, audit=AuditEvent(world.partner, "workspace_created", before_end, "owner")
+        )
+        joined.append(workspace.workspace_id)
 
-    racing = replace(service, workspaces=RacingWorkspaces(world.wired.store, partner_creates_workspace))
-    for firing in (racing, service):  # the firing, and a repeated firing of the schedule
-        firing.end_plan_as_scheduled(world.partner, ends_on)
+    racing = replace(service, workspaces=RacingWorkspaces(world.wired.store, in_flight_join_from_before_the_end))
+    assert racing.end_plan_as_scheduled(world.partner, ends_on) is PlanEndOutcome.ENDED
     assert world.wired.store.load_plan(world.partner).state is PlanState.CANCELLED
-    late = world.wired.store.load_workspace(created[0])
-    assert late is not None
-    assert not late.on_plan, "every licence on the plan ends with it; a new activation must not revive it"
+    late = world.wired.store.load_workspace(joined[0])
+    assert late is not None and (late.on_plan, late.licence_ended_on) == (False, ends_on)
+    assert all(not w.on_plan for w in world.wired.store.list_workspaces(world.partner))
 
 
 # -- SES and S3 --------------------------------------------------------------------------------------
@@ -826,12 +832,6 @@ class CrashBeforePastDue:
         return self.inner.close_month(plan, month)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (issue 7 closing note): the plan is marked past due only in the run that records the last "
-    "decline; a worker dying between the past-due invoice write and the plan write leaves the plan active "
-    "for good, because the re-run finds the invoice already past due and never looks at the plan again",
-)
 def test_a_crash_between_the_past_due_invoice_and_the_plan_update_is_repaired_by_the_rerun(
     settings: BillingSettings,
 ) -> None:
@@ -863,13 +863,6 @@ class CrashAfterClosingTheMonth(CrashBeforePastDue):
         raise WorkerCrash("died after closing the month")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (issue 7 closing note): Plan.awaits_final_invoice takes last_charged_month >= final month as "
-    "'final invoice made', but the run closes the month before it writes the invoice; activating in between "
-    "starts a new plan life in which the final month is not billable, so the redelivered run returns None and "
-    "the final month's seats are never invoiced",
-)
 def test_a_new_activation_waits_for_the_final_invoice_whose_run_died_after_closing_the_month(
     settings: BillingSettings,
 ) -> None:
@@ -895,13 +888,6 @@ def test_a_new_activation_waits_for_the_final_invoice_whose_run_died_after_closi
     assert_charged_once(world)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (issue 7 closing note): the run for a month that died after closing it (its invoice not "
-    "written) and is redelivered only after the next month's run (e.g. redriven from the DLQ): the next "
-    "invoice bills that month's late usage as if the month had no seats yet, then the month's own invoice "
-    "bills its devices again up to the cap, so the month is billed beyond its cap",
-)
 def test_a_month_invoiced_after_the_next_one_is_never_billed_beyond_its_cap(settings: BillingSettings) -> None:
     world = new_world(settings, devices=2, max_devices=3)
     crashing = replace(world.wired.monthly_charge, plans=CrashAfterClosingTheMonth(world.wired.store))

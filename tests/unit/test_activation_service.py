@@ -16,6 +16,7 @@ from tests.fakes import (
     FixedClock,
     InMemoryBillingStore,
     InMemoryIdempotencyGuard,
+    InMemoryInvoiceStore,
     InMemoryUsageStore,
     RecordingPaymentProvider,
 )
@@ -49,6 +50,7 @@ def service(store: InMemoryBillingStore, provider: RecordingPaymentProvider, clo
         clock=clock,
         prices=PRICE_LIST_2026_01,
         idempotency=InMemoryIdempotencyGuard(),
+        invoices=InMemoryInvoiceStore(),
     )
 
 

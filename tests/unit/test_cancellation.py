@@ -15,12 +15,14 @@ from billing_core.domain.metering import Billability, Sighting, classify_sightin
 from billing_core.domain.plan import Plan, PlanEndNotDue, PlanState, cancellation_end_dates
 from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.domain.workspace import LicenceStatus, Workspace, licence_document
-from billing_core.schemas import CancelPlanRequest
+from billing_core.schemas import ActivatePlanRequest, CancelPlanRequest
+from billing_core.services.activation import ActivationService
 from billing_core.services.cancellation import CancellationService, PlanEndOutcome
 from billing_core.services.monthly_charge import MonthlyChargeService
 from tests.fakes import (
     FixedClock,
     InMemoryBillingStore,
+    InMemoryIdempotencyGuard,
     InMemoryInvoiceStore,
     InMemoryPlanEndSchedules,
     InMemoryUsageReports,
@@ -142,15 +144,43 @@ def test_a_new_activation_waits_for_the_final_invoice_of_the_cancelled_plan() ->
         .schedule_cancellation(END_OF_DECEMBER, NOW)
         .end_as_scheduled(END_OF_DECEMBER, datetime(2027, 1, 1, tzinfo=UTC))
     )
-    assert ended is not None
-    with pytest.raises(Conflict, match="final invoice"):
-        ended.begin_activation(datetime(2027, 1, 1, 0, 1, tzinfo=UTC))
-    charged = replace(ended, last_charged_month=BillingMonth(2026, 12))
-    assert charged.begin_activation(datetime(2027, 1, 1, 0, 6, tzinfo=UTC)).state is PlanState.ACTIVATING
+    assert ended is not None and ended.month_of_final_invoice() == BillingMonth(2026, 12)
+    store, invoices = InMemoryBillingStore(), InMemoryInvoiceStore()
+    store.plans["p1"] = ended
+    activation = ActivationService(
+        store,
+        store,
+        RecordingPaymentProvider(),
+        InMemoryUsageStore(),
+        FixedClock(datetime(2027, 1, 1, 0, 6, tzinfo=UTC)),
+        PRICE_LIST_2026_01,
+        InMemoryIdempotencyGuard(),
+        invoices,
+    )
+    request = ActivatePlanRequest(payment_method="pm_card_visa")
+    with pytest.raises(Conflict, match="final invoice") as refused:
+        activation.activate_monthly_billing(OWNER, "again-1", request)
+    assert refused.value.code == "final_invoice_pending" and store.plans["p1"].state is PlanState.CANCELLED
+    # Once the run has made the final invoice, a new activation starts a new plan life.
+    usage = InMemoryUsageStore()
+    MonthlyChargeService(
+        store,
+        store,
+        invoices,
+        usage,
+        RecordingPaymentProvider(),
+        RecordingMailer(),
+        InMemoryUsageReports(),
+        FixedClock(datetime(2027, 1, 1, 0, 5, tzinfo=UTC)),
+        PRICE_LIST_2026_01,
+    ).charge_partner_for_month("p1", BillingMonth(2026, 12))
+    assert activation.activate_monthly_billing(OWNER, "again-2", request).status == "activated"
+    reactivated = store.load_plan("p1")
+    assert (reactivated.state, reactivated.ended_on) == (PlanState.ACTIVE, None)
     # A plan cancelled in its activation month has no final invoice to wait for.
     short = active_plan(activated=datetime(2026, 11, 2, tzinfo=UTC)).schedule_cancellation(date(2026, 11, 30), NOW)
     ended_short = short.end_as_scheduled(date(2026, 11, 30), datetime(2026, 12, 1, tzinfo=UTC))
-    assert ended_short is not None and not ended_short.awaits_final_invoice()
+    assert ended_short is not None and ended_short.month_of_final_invoice() is None
 
 
 # -- service ---------------------------------------------------------------------------------------
@@ -295,3 +325,19 @@ def test_a_declined_final_invoice_is_retried_without_reviving_the_plan() -> None
         statuses.append(invoice.status)
     assert statuses[-1] is InvoiceStatus.PAST_DUE and statuses[0] is InvoiceStatus.PAYMENT_FAILED
     assert store.plans["p1"].state is PlanState.CANCELLED  # not revived as "past due"
+
+
+def test_no_workspace_joins_or_changes_on_a_plan_whose_end_date_is_over() -> None:
+    plan = active_plan()
+    workspace = Workspace("ws9", "p1", "Late", ACTIVATED)
+    scheduled = plan.schedule_cancellation(date(2026, 11, 30), NOW)
+    after_end = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC)  # the end-of-plan firing has not run yet
+    with pytest.raises(PlanNotActive, match="ended on 2026-11-30"):
+        workspace.put_on_plan(
+            plan=scheduled, prices=PRICE_LIST_2026_01, edition="anti-malware", max_devices=2, now=after_end
+        )
+    on_plan = workspace.put_on_plan(
+        plan=scheduled, prices=PRICE_LIST_2026_01, edition="anti-malware", max_devices=2, now=NOW
+    )
+    with pytest.raises(PlanNotActive):
+        on_plan.change_licence(plan=scheduled, prices=PRICE_LIST_2026_01, edition=None, max_devices=3, now=after_end)

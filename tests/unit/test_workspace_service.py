@@ -19,6 +19,7 @@ from tests.fakes import (
     FixedClock,
     InMemoryBillingStore,
     InMemoryIdempotencyGuard,
+    InMemoryInvoiceStore,
     InMemoryUsageStore,
     RecordingPaymentProvider,
 )
@@ -46,6 +47,7 @@ def activate(store: InMemoryBillingStore) -> None:
         clock=FixedClock(datetime(2026, 11, 20, tzinfo=UTC)),
         prices=PRICE_LIST_2026_01,
         idempotency=InMemoryIdempotencyGuard(),
+        invoices=InMemoryInvoiceStore(),
     ).activate_monthly_billing(
         PartnerIdentity("p1", Role.OWNER, "o"), "k", ActivatePlanRequest(payment_method="pm_card_visa")
     )

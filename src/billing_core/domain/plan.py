@@ -87,9 +87,12 @@ class Plan:
     def is_live(self) -> bool:
         return self.state in LIVE_STATES
 
-    def require_live(self) -> None:
+    def require_live(self, now: datetime | None = None) -> None:
+        """The plan can take workspaces: live, and (given ``now``) its end date, if any, not over."""
         if not self.is_live:
             raise PlanNotActive(f"the monthly billing plan is {self.state.value}; activate it first")
+        if now is not None and not self.licence_active_at(now):
+            raise PlanNotActive(f"the monthly billing plan ended on {self.cancellation_ends_on}; activate it again")
 
     @property
     def visited_by_monthly_runs(self) -> bool:
@@ -102,12 +105,14 @@ class Plan:
         last_day = self.ended_on if self.state is PlanState.CANCELLED else self.cancellation_ends_on
         return BillingMonth.containing_date(last_day) if last_day is not None else None
 
-    def awaits_final_invoice(self) -> bool:
-        """A cancelled plan whose final month is billable but not invoiced yet (the run on the next 1st)."""
+    def month_of_final_invoice(self) -> BillingMonth | None:
+        """A cancelled plan's final month when it is billed (not its activation month): its invoice must
+        exist before the partner activates again, or the new plan life would make that month look like
+        it preceded the plan, and it would never be invoiced."""
         final, first = self.final_month, self.first_billable_month()
         if self.state is not PlanState.CANCELLED or final is None or first is None or final < first:
-            return False
-        return self.last_charged_month is None or self.last_charged_month < final
+            return None
+        return final
 
     def licence_active_at(self, now: datetime) -> bool:
         """Licences on the plan are valid while it is live and its end date (if any) is not over, even
@@ -121,13 +126,6 @@ class Plan:
         now = require_utc(now)
         if self.state in LIVE_STATES:
             raise PlanAlreadyActive(f"the monthly billing plan is already {self.state.value}")
-        if self.awaits_final_invoice():
-            # Activating now would make the final month of the ended plan look like an activation month.
-            raise Conflict(
-                f"the final invoice of the cancelled plan ({self.final_month}) is made by the monthly run on "
-                f"{self.final_month.next().first_day if self.final_month else 'the 1st'}; activate again after it",
-                code="final_invoice_pending",
-            )
         if self.state is PlanState.ACTIVATING:
             started = self.activation_started_at
             if started is not None and now - started < ACTIVATION_CLAIM_TTL:

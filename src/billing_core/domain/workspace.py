@@ -53,7 +53,7 @@ class Workspace:
         return replace(self, on_plan=False, licence_ended_on=ends_on)
 
     def put_on_plan(self, *, plan: Plan, prices: PriceList, edition: str, max_devices: int, now: datetime) -> Workspace:
-        plan.require_live()
+        plan.require_live(now)
         if self.on_plan:
             raise Conflict(f"workspace {self.workspace_id} is already on the monthly billing plan")
         prices.require_edition(edition)
@@ -67,9 +67,15 @@ class Workspace:
         )
 
     def change_licence(
-        self, *, plan: Plan, prices: PriceList, edition: str | None, max_devices: int | None
+        self,
+        *,
+        plan: Plan,
+        prices: PriceList,
+        edition: str | None,
+        max_devices: int | None,
+        now: datetime | None = None,
     ) -> Workspace:
-        plan.require_live()
+        plan.require_live(now)
         if not self.on_plan:
             raise Conflict(f"workspace {self.workspace_id} is not on the monthly billing plan; switch it first")
         if edition is None and max_devices is None:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.errors import PaymentDeclined
+from billing_core.domain.errors import Conflict, PaymentDeclined
 from billing_core.domain.identity import PartnerIdentity
 from billing_core.domain.payments import (
     ChargeOutcome,
@@ -20,7 +20,15 @@ from billing_core.domain.payments import (
 )
 from billing_core.domain.plan import Plan
 from billing_core.domain.pricing import PriceList
-from billing_core.ports import Clock, IdempotencyGuard, PaymentProvider, PlanStore, UsageStore, WorkspaceStore
+from billing_core.ports import (
+    Clock,
+    IdempotencyGuard,
+    InvoiceStore,
+    PaymentProvider,
+    PlanStore,
+    UsageStore,
+    WorkspaceStore,
+)
 from billing_core.schemas import ActivatePlanRequest, ActivationOutcome, PlanStatusView
 from billing_core.services.views import money_view, plan_status_view
 
@@ -45,6 +53,7 @@ class ActivationService:
     clock: Clock
     prices: PriceList
     idempotency: IdempotencyGuard
+    invoices: InvoiceStore
 
     def activate_monthly_billing(
         self, identity: PartnerIdentity, idempotency_key: str, request: ActivatePlanRequest
@@ -71,6 +80,7 @@ class ActivationService:
         fee = self.prices.activation_fee(currency)
         now = self.clock.now()
         plan = self.plans.load_plan(command.partner_id)
+        self._require_final_invoice_made(plan)
         claimed = self.plans.save_plan(
             plan.begin_activation(now),
             audit=self._audit(command, "activation_started", fee=fee.to_dict()),
@@ -149,6 +159,15 @@ class ActivationService:
             activation_fee=money_view(fee),
             payment_id=outcome.provider_payment_id,
         )
+
+    def _require_final_invoice_made(self, plan: Plan) -> None:
+        final = plan.month_of_final_invoice()
+        if final is not None and self.invoices.load_invoice(plan.partner_id, final) is None:
+            raise Conflict(
+                f"the final invoice of the cancelled plan ({final}) is made by the monthly run on "
+                f"{final.next().first_day}; activate again after it",
+                code="final_invoice_pending",
+            )
 
     def plan_status(self, identity: PartnerIdentity) -> PlanStatusView:
         return self._status_of(self.plans.load_plan(identity.partner_id), self.clock.now())

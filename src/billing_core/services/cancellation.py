@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 
 from billing_core.domain.audit import AuditEvent
@@ -131,20 +131,7 @@ class CancellationService:
         ended = plan.end_as_scheduled(ends_on, now)  # raises PlanEndNotDue when fired early: retried
         if ended is None:
             return PlanEndOutcome.STALE
-        ended_workspaces = []
-        for workspace in self.workspaces.list_workspaces(partner_id):
-            if workspace.on_plan:
-                self.workspaces.save_workspace(
-                    workspace.end_licence(ends_on),
-                    audit=AuditEvent(
-                        partner_id,
-                        "licence_ended",
-                        now,
-                        SCHEDULE_ACTOR,
-                        {"workspace_id": workspace.workspace_id, "ended_on": ends_on.isoformat()},
-                    ),
-                )
-                ended_workspaces.append(workspace.workspace_id)
+        ended_workspaces = self._end_licences(partner_id, ends_on, now)
         final = ended.final_month
         self.plans.save_plan(
             ended,
@@ -160,7 +147,26 @@ class CancellationService:
                 },
             ),
         )
+        # A workspace put on the plan just before the end whose write the first listing did not see yet.
+        self._end_licences(partner_id, ends_on, now)
         return PlanEndOutcome.ENDED
+
+    def _end_licences(self, partner_id: str, ends_on: date, now: datetime) -> list[str]:
+        ended = []
+        for workspace in self.workspaces.list_workspaces(partner_id):
+            if workspace.on_plan:
+                self.workspaces.save_workspace(
+                    workspace.end_licence(ends_on),
+                    audit=AuditEvent(
+                        partner_id,
+                        "licence_ended",
+                        now,
+                        SCHEDULE_ACTOR,
+                        {"workspace_id": workspace.workspace_id, "ended_on": ends_on.isoformat()},
+                    ),
+                )
+                ended.append(workspace.workspace_id)
+        return ended
 
     # -- helpers ---------------------------------------------------------------------------------
     def _ending_licences(self, partner_id: str, month: BillingMonth) -> list[EndingWorkspaceView]:

@@ -89,6 +89,9 @@ class MonthlyChargeService:
             invoice = self._create(plan, month)
         if invoice.payment_attempt_started_at is not None or invoice.due_for_payment(self.clock.now().date()):
             invoice = self._pay(plan, invoice)
+        if invoice.status is InvoiceStatus.PAST_DUE and plan.state is PlanState.ACTIVE:
+            # Also on a re-run: the run that recorded the last decline may have died before this write.
+            self._mark_plan_past_due(partner_id, invoice.month)
         return self._report(plan, invoice)
 
     def _create(self, plan: Plan, month: BillingMonth) -> Invoice:
@@ -114,7 +117,7 @@ class MonthlyChargeService:
             month,
             usage,
             late=late,
-            invoiced_seats=self._invoiced_seats(plan.partner_id, late, month),
+            invoiced_seats=self._invoiced_seats(plan.partner_id, late, month, {u.workspace_id: u for u in usage}),
             workspaces={u.workspace_id: u for u in usage},
         )
         now = self.clock.now()
@@ -141,10 +144,16 @@ class MonthlyChargeService:
         raise ConcurrentModification(f"plan of {plan.partner_id} keeps changing; the run will retry")
 
     def _invoiced_seats(
-        self, partner_id: str, late: list[LateDevices], before: BillingMonth
+        self,
+        partner_id: str,
+        late: list[LateDevices],
+        before: BillingMonth,
+        workspaces: dict[str, WorkspaceMonthUsage],
     ) -> dict[tuple[BillingMonth, str], tuple[int, int]]:
         """Seats and devices already invoiced for each (month, workspace) that has late usage, over the
-        month's own invoice and the adjustments of every invoice since."""
+        month's own invoice and the adjustments of every invoice since. A month whose own invoice is still
+        to come (its run died after closing it and is redelivered later) counts with the seats that
+        invoice will bill, so the month is never billed beyond its cap."""
         totals: dict[tuple[BillingMonth, str], tuple[int, int]] = {}
         invoices: dict[BillingMonth, Invoice | None] = {}
         for item in late:
@@ -155,6 +164,9 @@ class MonthlyChargeService:
                 if month not in invoices:
                     invoices[month] = self.invoices.load_invoice(partner_id, month)
                 invoice = invoices[month]
+                if invoice is None and month == item.month and item.workspace_id in workspaces:
+                    own = self.usage.count_devices(item.workspace_id, month)
+                    seats, devices = seats + min(own, workspaces[item.workspace_id].max_devices), devices + own
                 for line in invoice.lines if invoice else ():
                     if (line.month, line.workspace_id) == key:
                         seats, devices = seats + line.seats, devices + line.devices
@@ -211,15 +223,16 @@ class MonthlyChargeService:
                 next_retry_on=str(declined.next_retry_on) if declined.next_retry_on else None,
             )
         )
-        if saved.status is InvoiceStatus.PAST_DUE:
-            current = self.plans.load_plan(plan.partner_id)  # this run may have changed it (month closed)
-            # Only an active plan becomes past due; a cancellation in progress or done keeps its course.
-            if current.state is PlanState.ACTIVE:
-                self.plans.save_plan(
-                    replace(current, state=PlanState.PAST_DUE),
-                    audit=AuditEvent(plan.partner_id, "plan_past_due", now, ACTOR, {"month": str(invoice.month)}),
-                )
         return saved
+
+    def _mark_plan_past_due(self, partner_id: str, month: BillingMonth) -> None:
+        current = self.plans.load_plan(partner_id)  # this run may have changed it (month closed)
+        # Only an active plan becomes past due; a cancellation in progress or done keeps its course.
+        if current.state is PlanState.ACTIVE:
+            self.plans.save_plan(
+                replace(current, state=PlanState.PAST_DUE),
+                audit=AuditEvent(partner_id, "plan_past_due", self.clock.now(), ACTOR, {"month": str(month)}),
+            )
 
     def _charge(self, plan: Plan, invoice: Invoice) -> ChargeOutcome:
         if plan.payment_customer_ref is None or plan.payment_method_ref is None:

@@ -83,6 +83,7 @@ class WorkspaceService:
             prices=self.prices,
             edition=request.edition,
             max_devices=request.max_devices,
+            now=self.clock.now(),
         )
         saved = self.workspaces.save_workspace(
             changed,
