@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.errors import InvalidRequest
 from billing_core.domain.invoicing import Invoice, InvoiceStatus
 from billing_core.domain.metering import Billability, Sighting
 from billing_core.domain.plan import Plan, PlanState
@@ -235,3 +236,11 @@ def test_late_usage_after_the_run_is_billed_once_on_the_next_invoice() -> None:
     world.clock.current = datetime(2027, 3, 1, 0, 5, tzinfo=UTC)
     february = world.service().charge_partner_for_month("p1", BillingMonth(2027, 2))
     assert february is not None and not [line for line in february.lines if line.adjustment]
+
+
+def test_a_month_that_has_not_ended_cannot_be_charged() -> None:
+    world = make_world()
+    world.clock.current = datetime(2026, 12, 20, tzinfo=UTC)  # December is still running
+    with pytest.raises(InvalidRequest, match="has not ended"):
+        world.run()
+    assert world.invoices.invoices == {} and world.store.plans["p1"].last_charged_month is None

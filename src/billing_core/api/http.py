@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 from chalice.app import CognitoUserPoolAuthorizer, Request, Response
 from pydantic import BaseModel, Field, ValidationError
+from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
+from billing_core.adapters.dynamodb.usage import RETRYABLE_CODES
 from billing_core.domain.errors import (
     BadRequest,
     BillingError,
@@ -114,8 +116,21 @@ def answers_errors(view: ViewT) -> ViewT:
         except BillingError as error:
             logger.info("request refused", extra={"error_code": error.code, "status": status_for(error)})
             return error_response(error)
+        except PynamoDBException as error:
+            if not is_throttled(error):
+                raise
+            logger.warning("request throttled", extra={"cause": error.cause_response_code})
+            return error_response(TransientFailure("the database is busy; retry the request"))
 
     return wrapper  # type: ignore[return-value]
+
+
+def is_throttled(error: PynamoDBException) -> bool:
+    """DynamoDB refused for load, not for the request: the same request may succeed when retried."""
+    if error.cause_response_code in RETRYABLE_CODES:
+        return True
+    reasons = error.cancellation_reasons if isinstance(error, TransactWriteError) else []
+    return any(reason is not None and reason.code in ("ThrottlingError", "TransactionConflict") for reason in reasons)
 
 
 def partner_identity(request: Request, *, billing: bool = False) -> PartnerIdentity:

@@ -24,7 +24,7 @@ from datetime import datetime
 
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.errors import ConcurrentModification, PaymentDeclined
+from billing_core.domain.errors import ConcurrentModification, InvalidRequest, PaymentDeclined
 from billing_core.domain.invoicing import (
     Invoice,
     InvoiceStatus,
@@ -80,6 +80,7 @@ class MonthlyChargeService:
         not billable for this partner (never activated, activation month, plan not live, or after the
         final month of a cancelled plan). An invoice that exists is always carried on (retries of a
         cancelled plan's final invoice included)."""
+        require_ended(month, self.clock.now())
         plan = self.plans.load_plan(partner_id)
         invoice = self.invoices.load_invoice(partner_id, month)
         if invoice is None:
@@ -310,6 +311,7 @@ class MonthlyRunDispatcher:
     def dispatch_monthly_run(self, month: BillingMonth | None = None) -> tuple[BillingMonth, int]:
         """Queue a charge of ``month`` (default: the month before today, UTC) for every live plan."""
         month = month or previous_month(self.clock.now())
+        require_ended(month, self.clock.now())
         dispatched = 0
         page: list[str] = []
         for partner_id in self.partners.chargeable_partners():
@@ -322,6 +324,12 @@ class MonthlyRunDispatcher:
             self.queue.enqueue_charges(page, month)
             dispatched += len(page)
         return month, dispatched
+
+
+def require_ended(month: BillingMonth, now: datetime) -> None:
+    """Only a month that is over can be charged: closing it earlier would turn its later usage into late usage."""
+    if month >= BillingMonth.containing(now):
+        raise InvalidRequest.for_field("month", f"{month} has not ended yet; only an ended month can be charged")
 
 
 def previous_month(now: datetime) -> BillingMonth:
