@@ -154,8 +154,15 @@ def charge_month(
 ) -> None:
     """Start a monthly charge run on the running local stack (as the schedule does on the 1st): one charge
     message per live plan, which the stack delivers to the charge worker. Re-running a month is harmless."""
+    from billing_core.domain.errors import BillingError, InvalidRequest
+
     stack = _running_stack(dynamodb_port, moto_port, clock_file)
-    result = stack.invoke("MonthlyRunDispatcherFunction", {"month": month} if month else {})
+    try:
+        result = stack.invoke("MonthlyRunDispatcherFunction", {"month": month} if month else {})
+    except (BillingError, ValueError) as error:  # a month not ended yet, or not YYYY-MM
+        problems = error.problems if isinstance(error, InvalidRequest) else []
+        console.print(f"[red]error:[/] {'; '.join(f'{p.field}: {p.message}' for p in problems) or error}")
+        raise typer.Exit(code=2) from None
     console.print(f"queued {result['partners']} partner(s) for {result['month']}")
 
 
