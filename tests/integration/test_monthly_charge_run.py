@@ -60,9 +60,9 @@ def test_a_scripted_month_is_invoiced_paid_reported_and_downloadable_once(
         owner, CreateWorkspaceRequest(name="Acme, Inc.", edition="business-security", max_devices=2)
     )
 
+    clock.current = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
     # September is covered by the activation fee; October is the first billed month.
     assert wired.monthly_charge.charge_partner_for_month(partner, BillingMonth(2026, 9)) is None
-    clock.current = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
     october_day = clock.current
     outcome = wired.metering.record_batch([sighting(workspace.workspace_id, d, october_day) for d in ("a", "b", "c")])
     assert outcome.first_sightings_written == 3
