@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import boto3
 
 from infra import DEFAULT_STACK_NAME
+from infra.lambda_runtime import wait_until_drained
 from infra.processes import LocalStackError
 from infra.template import LocalNames
 
@@ -49,11 +49,5 @@ def send_daily_report(
 
 def wait_until_consumed(moto_port: int, timeout_s: float = 30) -> None:
     sqs, url = _queue(moto_port)
-    deadline = time.monotonic() + timeout_s
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    while time.monotonic() < deadline:
-        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-        if all(int(attributes.get(name, "0")) == 0 for name in names):
-            return
-        time.sleep(0.2)
-    raise LocalStackError(f"the metering queue was not consumed within {timeout_s:.0f}s")
+    if wait_until_drained(sqs, [url], timeout_s):
+        raise LocalStackError(f"the metering queue was not consumed within {timeout_s:.0f}s")

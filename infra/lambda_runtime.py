@@ -191,3 +191,20 @@ class SqsPoller(threading.Thread):
                 ],
             )
         self.batches_delivered += 1
+
+
+QUEUE_DEPTH_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+
+
+def wait_until_drained(sqs: Any, queue_urls: list[str], timeout_s: float) -> int:
+    """Wait until none of the queues holds a message, waiting or in flight. Returns how many are still
+    pending when ``timeout_s`` is up (0: drained)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = 0
+        for url in queue_urls:
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=QUEUE_DEPTH_ATTRIBUTES)["Attributes"]
+            pending += sum(int(attributes.get(name, "0")) for name in QUEUE_DEPTH_ATTRIBUTES)
+        if pending == 0 or time.monotonic() > deadline:
+            return pending
+        time.sleep(0.2)

@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,14 @@ from moto.server import ThreadedMotoServer
 
 from infra import DEFAULT_STACK_NAME, LOCAL_STATE_DIR, PROJECT_ROOT
 from infra.dynamodb_local import DynamoDBLocal
-from infra.lambda_runtime import Handler, LocalLambdaContext, SqsPoller, load_handler, sqs_event_sources
+from infra.lambda_runtime import (
+    Handler,
+    LocalLambdaContext,
+    SqsPoller,
+    load_handler,
+    sqs_event_sources,
+    wait_until_drained,
+)
 from infra.local_api import LocalApiServer, composed_partner_api
 from infra.local_clock import LocalClock
 from infra.local_schedules import LocalScheduleRuntime
@@ -71,6 +77,7 @@ class LocalStack:
         self.clock = LocalClock(config.clock_file)
         self._handlers: dict[str, Handler] = {}
         self._ticker: threading.Thread | None = None
+        self._drain_target: tuple[Any, list[str]] | None = None
 
     @property
     def moto_url(self) -> str:
@@ -168,27 +175,18 @@ class LocalStack:
     def wait_for_queues(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
         """Wait until every queue that triggers a function is empty (nothing waiting, nothing in flight).
         False if messages remain after ``timeout_s`` (e.g. failing ones waiting for a redelivery)."""
-        sqs = boto3.client("sqs", endpoint_url=self.moto_url, region_name=self.config.region)
-        urls = [
-            sqs.get_queue_url(QueueName=self.names.physical(source.queue_logical_id))["QueueUrl"]
-            for source in sqs_event_sources(self.template)
-        ]
-        deadline = time.monotonic() + timeout_s
-        while True:
-            pending = 0
-            for url in urls:
-                attributes = sqs.get_queue_attributes(
-                    QueueUrl=url,
-                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-                )["Attributes"]
-                pending += int(attributes["ApproximateNumberOfMessages"])
-                pending += int(attributes["ApproximateNumberOfMessagesNotVisible"])
-            if pending == 0:
-                return True
-            if time.monotonic() > deadline:
-                logging.getLogger("msp-billing.local").warning("%d queued message(s) still pending", pending)
-                return False
-            time.sleep(0.2)
+        if self._drain_target is None:  # resolved once: this runs after every firing and demo day
+            sqs = boto3.client("sqs", endpoint_url=self.moto_url, region_name=self.config.region)
+            urls = [
+                sqs.get_queue_url(QueueName=self.names.physical(source.queue_logical_id))["QueueUrl"]
+                for source in sqs_event_sources(self.template)
+            ]
+            self._drain_target = (sqs, urls)
+        sqs, urls = self._drain_target
+        pending = wait_until_drained(sqs, urls, timeout_s)
+        if pending:
+            logging.getLogger("msp-billing.local").warning("%d queued message(s) still pending", pending)
+        return pending == 0
 
     def start_event_sources(self) -> list[SqsPoller]:
         """Deliver every SQS event source of template.yaml to its function's real handler."""
