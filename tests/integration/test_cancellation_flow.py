@@ -20,9 +20,10 @@ from botocore.exceptions import ClientError
 from chalice.test import Client
 
 from billing_core.adapters.dynamodb.models import PlanItem, partner_pk
-from billing_core.adapters.dynamodb.repositories import PLAN_SK, DynamoBillingStore
+from billing_core.adapters.dynamodb.repositories import PLAN_SK
 from billing_core.adapters.plan_end_scheduler import plan_end_schedule_name
 from billing_core.domain.calendar import BillingMonth
+from billing_core.wiring import services
 from infra.local_schedules import LocalScheduleRuntime
 from infra.stack import LocalStack
 from tests.helpers import auth_headers, body, new_partner_id
@@ -37,7 +38,7 @@ def schedules(local_stack: LocalStack) -> Iterator[LocalScheduleRuntime]:
         sqs.purge_queue(QueueUrl=sqs.get_queue_url(QueueName=local_stack.names.physical(queue))["QueueUrl"])
     # The monthly runs this module fires visit every plan in the ChargeablePlans index; other modules'
     # partners (hundreds, from the matrix and the fuzzer) are not this story's and would only slow it down.
-    for partner_id in list(DynamoBillingStore("us-east-1").chargeable_partners()):
+    for partner_id in list(services().store.chargeable_partners()):  # services() binds the tables
         PlanItem.get(partner_pk(partner_id), PLAN_SK, consistent_read=True).update(
             actions=[PlanItem.charge_index.remove()]
         )
