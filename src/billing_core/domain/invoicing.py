@@ -1,9 +1,10 @@
 """Rating a partner's month into an invoice, and the invoice's payment state machine.
 
-Rounding rule: every amount is seats x a per-seat price in integer minor units, so no rounding ever
-happens. Nothing is prorated: the activation month is covered by the fee, every later month is billed
-whole. (Should a fractional rule ever be added, it rounds each line half-to-even to the minor unit
-before summing, so the total always equals the sum of the printed lines.)
+Rounding rule: every seat amount is seats x a per-seat price in integer minor units, so seats are never
+rounded or prorated (the activation month is covered by the fee, every later month is billed whole).
+Licence subscription lines come rounded from the charge schedule (``subscriptions.py``): each line is
+rounded once, half to even, by ``proration.scale``, before summing, so the total always equals the sum
+of the printed lines.
 """
 
 from __future__ import annotations
@@ -50,17 +51,52 @@ class LateDevices:
     devices: int
 
 
+class LineKind(StrEnum):
+    SEATS = "seats"  # a workspace's seats of the month (usage plan, in arrears)
+    SEAT_ADJUSTMENT = "seat_adjustment"  # late usage of an earlier month
+    LICENCE_PERIOD = "licence_period"  # a subscription's billing period, in advance
+    CHANGE_CREDIT = "change_credit"  # the unused days of a period a change cut short
+    CREDIT_BROUGHT_FORWARD = "credit_brought_forward"  # what the previous invoice left as credit
+    CREDIT_CARRIED_FORWARD = "credit_carried_forward"  # credits beyond this invoice's charges, for the next
+
+
+@dataclass(frozen=True)
+class SubscriptionLineDetail:
+    """What a line that is not a workspace's seats is about."""
+
+    subscription_id: str
+    order_id: str
+    period_start: date
+    period_end: date  # exclusive
+    quantity: int
+    cycle: str  # e.g. "P1Y/annual"
+    customer_id: str | None = None
+
+
 @dataclass(frozen=True)
 class InvoiceLine:
-    workspace_id: str
+    workspace_id: str  # empty on lines that are not a workspace's seats
     description: str
-    edition: str
+    edition: str  # the edition, or the SKU of a subscription line
     seats: int
     devices: int
     unit_price: Money
     amount: Money
     month: BillingMonth  # the month the seats were used in (earlier for adjustments)
     adjustment: bool = False
+    # Lines that are not seat lines (lines stored before kinds existed are seats / seat adjustments).
+    line_kind: LineKind | None = None
+    subscription: SubscriptionLineDetail | None = None
+
+    @property
+    def kind(self) -> LineKind:
+        if self.line_kind is not None:
+            return self.line_kind
+        return LineKind.SEAT_ADJUSTMENT if self.adjustment else LineKind.SEATS
+
+    @property
+    def is_seat_line(self) -> bool:
+        return self.kind in (LineKind.SEATS, LineKind.SEAT_ADJUSTMENT)
 
 
 @dataclass(frozen=True)
@@ -94,6 +130,15 @@ class Invoice:
         total = Money.zero(self.currency)
         for line in self.lines:
             total = total + line.amount
+        return total
+
+    @property
+    def credit_carried_forward(self) -> Money:
+        """Credit this invoice could not use (its credits exceeded its charges): the next invoice takes it."""
+        total = Money.zero(self.currency)
+        for line in self.lines:
+            if line.kind is LineKind.CREDIT_CARRIED_FORWARD:
+                total = total + line.amount
         return total
 
     @property
@@ -175,6 +220,16 @@ class MonthToRate:
     invoiced_seats: dict[tuple[BillingMonth, str], tuple[int, int]] = field(default_factory=dict)
     # max_devices and edition per workspace for late-usage lines (the workspace's current licence).
     workspaces: dict[str, WorkspaceMonthUsage] = field(default_factory=dict)
+    # Licence subscriptions' charges and credits billed in this month (see subscription_invoice_lines).
+    subscription_lines: list[InvoiceLine] = field(default_factory=list)
+    # The credit the previous invoice carried forward (a positive amount), if any.
+    credit_brought_forward: Money | None = None
+
+    @property
+    def has_subscription_part(self) -> bool:
+        return bool(self.subscription_lines) or (
+            self.credit_brought_forward is not None and self.credit_brought_forward.amount_minor > 0
+        )
 
 
 def is_billable_month(plan: Plan, month: BillingMonth) -> bool:
@@ -185,10 +240,43 @@ def is_billable_month(plan: Plan, month: BillingMonth) -> bool:
 
 
 def rate_month(request: MonthToRate, prices: PriceList, now: datetime) -> Invoice:
+    """One invoice per partner and month: the seat lines of the usage plan (from the month after the
+    activation month), then the licence subscriptions' charges and credits of the month (billed even in
+    the activation month: the fee covers seats only), then credit brought forward / carried forward."""
     plan, month = request.plan, request.month
-    if plan.currency is None or not is_billable_month(plan, month):
+    seats_billed = is_billable_month(plan, month)
+    if plan.currency is None or not (seats_billed or request.has_subscription_part):
         raise Conflict(f"{month} is not a billable month for partner {plan.partner_id}")
     currency = plan.currency
+    lines: list[InvoiceLine] = _seat_lines(request, prices, currency) if seats_billed else []
+    lines += request.subscription_lines
+    brought = request.credit_brought_forward
+    if brought is not None and brought.amount_minor > 0:
+        lines.append(_credit_line(LineKind.CREDIT_BROUGHT_FORWARD, "Credit from the previous invoice", -brought, month))
+    total = sum(line.amount.amount_minor for line in lines)
+    if total < 0:
+        carried = Money(-total, currency)
+        lines.append(
+            _credit_line(LineKind.CREDIT_CARRIED_FORWARD, "Credit carried to the next invoice", carried, month)
+        )
+    invoice = Invoice(
+        partner_id=plan.partner_id,
+        month=month,
+        currency=currency,
+        price_list_version=prices.version,
+        lines=tuple(lines),
+        created_at=require_utc(now),
+    )
+    return invoice if invoice.total.amount_minor > 0 else replace(invoice, status=InvoiceStatus.NOTHING_DUE)
+
+
+def _credit_line(kind: LineKind, description: str, amount: Money, month: BillingMonth) -> InvoiceLine:
+    zero = Money.zero(amount.currency)
+    return InvoiceLine("", description, "", 0, 0, zero, amount, month, line_kind=kind)
+
+
+def _seat_lines(request: MonthToRate, prices: PriceList, currency: str) -> list[InvoiceLine]:
+    plan, month = request.plan, request.month
     lines: list[InvoiceLine] = []
     for usage in sorted(request.usage, key=lambda u: (u.name, u.workspace_id)):
         seats = min(usage.devices, usage.max_devices)
@@ -218,12 +306,4 @@ def rate_month(request: MonthToRate, prices: PriceList, now: datetime) -> Invoic
                 adjustment=True,
             )
         )
-    invoice = Invoice(
-        partner_id=plan.partner_id,
-        month=month,
-        currency=currency,
-        price_list_version=prices.version,
-        lines=tuple(lines),
-        created_at=require_utc(now),
-    )
-    return invoice if invoice.total.amount_minor > 0 else replace(invoice, status=InvoiceStatus.NOTHING_DUE)
+    return lines

@@ -31,6 +31,9 @@ class Money:
         self._require_same_currency(other)
         return Money(self.amount_minor + other.amount_minor, self.currency)
 
+    def __neg__(self) -> Money:
+        return Money(-self.amount_minor, self.currency)
+
     def times(self, quantity: int) -> Money:
         if type(quantity) is not int:
             raise TypeError("quantity must be an int")

@@ -1,0 +1,710 @@
+"""Licence subscriptions, the orders that group them, their charge schedule and billing-frequency
+changes (Microsoft Partner Center's rules, seed 002).
+
+A subscription bills in advance: each billing period is charged in full when it starts, on the invoice
+of the calendar month the period starts in. Periods are month offsets from the subscription's anchor
+(``periods.add_months``), so their dates never drift. The charges already made are kept on the
+subscription (its *charge schedule*): a change credits from the amount actually charged for the period
+it cuts short, never from today's price, and never more than what is left of that charge.
+
+Changes apply to the whole order (every subscription and add-on in it):
+
+- scheduled (frequency only): takes effect when the next billing period starts; the term and its
+  periods are not reset; the new frequency is billed at the current list price;
+- immediate (a longer term, with a billing frequency): a new term starts today; the unused days of the
+  current period are credited, the first period of the new term is charged at the current list price.
+
+Either change removes the subscription's promotion (the best promotion eligible for the new cycle then
+applies by itself), resets the price to the current price list, keeps the subscription id, is free of
+charge and can be repeated. An immediate change deletes a pending scheduled change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from billing_core.domain.calendar import BillingMonth, require_utc
+from billing_core.domain.catalog import ALL_CYCLES, BillingFrequency, Cycle, ProductKind, Term
+from billing_core.domain.errors import Conflict, InvalidRequest
+from billing_core.domain.invoicing import InvoiceLine, LineKind, SubscriptionLineDetail
+from billing_core.domain.money import Money
+from billing_core.domain.periods import add_months, months_offset_on_or_before
+from billing_core.domain.pricing import PriceList
+from billing_core.domain.proration import days_between, prorate, scale
+
+BASIS_POINTS = 10_000
+# One TransactWriteItems holds at most 100 items; an order is written with its subscriptions and audit event.
+MAX_SUBSCRIPTIONS_PER_ORDER = 20
+MAX_QUANTITY = 100_000
+
+M, A, T = BillingFrequency.MONTHLY, BillingFrequency.ANNUAL, BillingFrequency.TRIENNIAL
+
+# ---------------------------------------------------------------------------------------------------
+# The two eligibility matrices of the seed, as data.
+# ---------------------------------------------------------------------------------------------------
+
+# Scheduled change (billing frequency only, effective at the next billing period): the accepted new
+# frequencies per current term and frequency.
+SCHEDULED_FREQUENCY_CHANGES: dict[Cycle, frozenset[BillingFrequency]] = {
+    Cycle(Term.P3Y, M): frozenset({A}),
+    Cycle(Term.P3Y, T): frozenset(),
+    Cycle(Term.P3Y, A): frozenset({M}),
+    Cycle(Term.P1Y, A): frozenset(),
+    Cycle(Term.P1Y, M): frozenset(),
+    Cycle(Term.P1M, M): frozenset(),
+}
+
+# Immediate change (the term, together with a billing frequency): the accepted new cycles.
+_P3Y_ANY = frozenset({Cycle(Term.P3Y, M), Cycle(Term.P3Y, A), Cycle(Term.P3Y, T)})
+IMMEDIATE_TERM_CHANGES: dict[Cycle, frozenset[Cycle]] = {
+    Cycle(Term.P3Y, M): frozenset(),
+    Cycle(Term.P3Y, T): frozenset(),
+    Cycle(Term.P3Y, A): frozenset(),
+    Cycle(Term.P1Y, A): _P3Y_ANY,
+    Cycle(Term.P1Y, M): _P3Y_ANY,
+    Cycle(Term.P1M, M): frozenset({Cycle(Term.P1Y, M), Cycle(Term.P1Y, A)}) | _P3Y_ANY,
+}
+
+
+class ChangeMode(StrEnum):
+    SCHEDULED = "scheduled"
+    IMMEDIATE = "immediate"
+
+
+class SubscriptionState(StrEnum):
+    ACTIVE = "active"
+    EXPIRED = "expired"  # renewal was switched off and the term is over
+
+
+class ChargeKind(StrEnum):
+    PERIOD = "licence_period"  # a billing period, in advance
+    CREDIT = "change_credit"  # the unused days of a period a change cut short
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds the subscription: a partner, or one of the partner's customers (billed to the partner)."""
+
+    partner_id: str
+    customer_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PriceSnapshot:
+    """The price a subscription is billed at, frozen when it was set: list price of one unit for one
+    billing period, from a named price list, less the applied promotion."""
+
+    price_list_version: str
+    currency: str
+    list_unit_minor: int
+    promotion: str | None = None
+    percent_off_basis_points: int = 0
+
+    @property
+    def unit_minor(self) -> int:
+        return self.list_unit_minor - scale(self.list_unit_minor, self.percent_off_basis_points, BASIS_POINTS)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One entry of a subscription's charge schedule: a billing period charged in advance, or the credit
+    of a change. ``bill_month`` is the invoice it goes on."""
+
+    seq: int
+    kind: ChargeKind
+    period_start: date
+    period_end: date  # exclusive: the next period's first day
+    quantity: int
+    unit_minor: int
+    amount_minor: int  # a credit is negative
+    bill_month: BillingMonth
+    cycle: Cycle
+    price_list_version: str
+    promotion: str | None = None
+    # A period: how much later credits gave back, and the day a change cut it short (used [start, ended_on)).
+    credited_minor: int = 0
+    ended_on: date | None = None
+    # A credit: the seq of the period charge it gives back from.
+    credit_for: int | None = None
+
+    @property
+    def days(self) -> int:
+        return days_between(self.period_start, self.period_end)
+
+    @property
+    def remaining_minor(self) -> int:
+        return self.amount_minor - self.credited_minor
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """A scheduled frequency change: from the period starting at ``effective_offset`` (months from the
+    anchor) the subscription bills ``frequency`` at ``price``."""
+
+    frequency: BillingFrequency
+    effective_offset: int
+    effective_on: date
+    price: PriceSnapshot
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
+class Subscription:
+    subscription_id: str
+    order_id: str
+    owner: Owner
+    sku: str
+    quantity: int
+    cycle: Cycle
+    # First day of the current term series: the purchase, or the last immediate change. Every period and
+    # term boundary is the anchor plus whole calendar months.
+    anchor: date
+    price: PriceSnapshot
+    created_at: datetime
+    add_on_of: str | None = None  # the base subscription of an add-on
+    auto_renew: bool = True
+    # Renewal switched off: the subscription ends at this boundary (months from the anchor: a term end).
+    ends_at_offset: int | None = None
+    # Months from the anchor of the first billing period not in the charge schedule yet.
+    next_offset: int = 0
+    state: SubscriptionState = SubscriptionState.ACTIVE
+    pending_change: PendingChange | None = None
+    charges: tuple[Charge, ...] = ()
+    changes_made: int = 0
+    version: int | None = None
+
+    # -- dates -----------------------------------------------------------------------------------
+    def boundary(self, offset: int) -> date:
+        return add_months(self.anchor, offset)
+
+    def term_bounds_at(self, offset: int) -> tuple[int, int]:
+        """Start and end offsets of the term that contains ``offset``."""
+        months = self.cycle.term.months
+        start = offset // months * months
+        return start, start + months
+
+    def term_at(self, day: date) -> tuple[date, date]:
+        """The term containing ``day`` (first day, first day after it)."""
+        start, end = self.term_bounds_at(months_offset_on_or_before(self.anchor, max(day, self.anchor)))
+        return self.boundary(start), self.boundary(end)
+
+    @property
+    def expires_on(self) -> date | None:
+        """With renewal off: the first day the subscription no longer runs."""
+        return self.boundary(self.ends_at_offset) if self.ends_at_offset is not None else None
+
+    def active_on(self, day: date) -> bool:
+        expires = self.expires_on
+        return self.state is SubscriptionState.ACTIVE and day >= self.anchor and (expires is None or day < expires)
+
+    # -- the charge schedule ---------------------------------------------------------------------
+    def materialise(self, through: date) -> Subscription:
+        """Add every billing period starting on or before ``through`` to the charge schedule.
+
+        Deterministic: the result depends only on the subscription's state, never on when it is
+        computed, so the monthly run and every change see the same charges. Every state change first
+        materialises through its own day, so a period is always charged with the state it started in."""
+        sub = self
+        while sub.state is SubscriptionState.ACTIVE:
+            start = sub.next_offset
+            if sub.ends_at_offset is not None and start >= sub.ends_at_offset:
+                sub = replace(sub, state=SubscriptionState.EXPIRED)
+                break
+            if sub.boundary(start) > through:
+                break
+            pending = sub.pending_change
+            if pending is not None and pending.effective_offset == start:
+                sub = replace(
+                    sub,
+                    cycle=Cycle(sub.cycle.term, pending.frequency),
+                    price=pending.price,
+                    pending_change=None,
+                )
+            sub = sub._charge_period(start)
+        return sub
+
+    def _charge_period(self, start: int) -> Subscription:
+        frequency = self.cycle.frequency.months
+        _, term_end = self.term_bounds_at(start)
+        end = min(start + frequency, term_end)  # a period never runs past its term's end
+        first, last = self.boundary(start), self.boundary(end)
+        full = self.price.unit_minor * self.quantity
+        # A period cut short by the term end (a frequency change mid-term) is charged for its days only.
+        amount = (
+            full
+            if end == start + frequency
+            else prorate(full, days_between(first, last), days_between(first, self.boundary(start + frequency)))
+        )
+        charge = Charge(
+            seq=len(self.charges) + 1,
+            kind=ChargeKind.PERIOD,
+            period_start=first,
+            period_end=last,
+            quantity=self.quantity,
+            unit_minor=self.price.unit_minor,
+            amount_minor=amount,
+            bill_month=BillingMonth.containing_date(first),
+            cycle=self.cycle,
+            price_list_version=self.price.price_list_version,
+            promotion=self.price.promotion,
+        )
+        return replace(self, charges=(*self.charges, charge), next_offset=end)
+
+    def charges_billed_in(self, month: BillingMonth) -> list[Charge]:
+        """What the invoice of ``month`` carries for this subscription."""
+        return [c for c in self.materialise(month.last_day).charges if c.bill_month == month]
+
+    def current_period(self, day: date) -> Charge | None:
+        """The period charge that covers ``day`` (after materialising through it)."""
+        for charge in reversed(self.materialise(day).charges):
+            if (
+                charge.kind is ChargeKind.PERIOD
+                and charge.ended_on is None
+                and charge.period_start <= day < charge.period_end
+            ):
+                return charge
+        return None
+
+    def next_period_start(self, today: date) -> date | None:
+        """When the next billing period starts (None: the subscription ends first)."""
+        sub = self.materialise(today)
+        if sub.state is not SubscriptionState.ACTIVE:
+            return None
+        if sub.ends_at_offset is not None and sub.next_offset >= sub.ends_at_offset:
+            return None
+        return sub.boundary(sub.next_offset)
+
+    # -- renewal ---------------------------------------------------------------------------------
+    def set_renewal(self, auto_renew: bool, today: date) -> Subscription:
+        sub = self.materialise(today)
+        if sub.state is not SubscriptionState.ACTIVE:
+            raise Conflict(f"subscription {self.subscription_id} has expired", code="subscription_not_active")
+        if auto_renew:
+            return replace(sub, auto_renew=True, ends_at_offset=None)
+        _, term_end = sub.term_bounds_at(months_offset_on_or_before(sub.anchor, today))
+        return replace(sub, auto_renew=False, ends_at_offset=term_end)
+
+
+@dataclass(frozen=True)
+class Order:
+    """Subscriptions bought together (with their add-ons). A billing-frequency change applies to all."""
+
+    order_id: str
+    owner: Owner
+    subscription_ids: tuple[str, ...]
+    created_at: datetime
+    # Exactly-once creation and changes: the request fingerprint of the order's Idempotency-Key, and the
+    # keys of the latest changes applied (a replayed change answers without changing anything again).
+    request_fingerprint: str = ""
+    change_keys: tuple[tuple[str, str], ...] = ()
+    version: int | None = None
+
+    def replayed_change(self, key: str, fingerprint: str) -> bool:
+        """Whether the change with ``key`` was applied already. The same key with another body is a 422."""
+        for known, known_fingerprint in self.change_keys:
+            if known == key:
+                if known_fingerprint != fingerprint:
+                    raise InvalidRequest.for_field("Idempotency-Key", "this key was already used with another change")
+                return True
+        return False
+
+    def record_change(self, key: str, fingerprint: str) -> Order:
+        return replace(self, change_keys=((*self.change_keys, (key, fingerprint)))[-20:])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Buying
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    """One subscription to buy. ``field`` names it in errors, e.g. ``items.0`` or ``items.0.add_ons.1``."""
+
+    field: str
+    sku: str
+    quantity: int
+    cycle: Cycle
+    add_on_of_field: str | None = None  # the line of its base (add-ons follow their base's cycle)
+
+
+def list_price_snapshot(prices: PriceList, sku: str, cycle: Cycle, currency: str, day: date) -> PriceSnapshot | None:
+    """The current list price of ``sku`` on ``cycle`` with the best promotion eligible on ``day``."""
+    price = prices.licence_price(sku, cycle, currency)
+    if price is None:
+        return None
+    promotion = prices.best_promotion(sku, cycle, day)
+    return PriceSnapshot(
+        prices.version,
+        currency,
+        price.amount_minor,
+        promotion.code if promotion else None,
+        promotion.percent_off_basis_points if promotion else 0,
+    )
+
+
+def new_subscriptions(
+    *,
+    order_id: str,
+    owner: Owner,
+    lines: Sequence[OrderLine],
+    subscription_ids: Sequence[str],
+    prices: PriceList,
+    currency: str,
+    now: datetime,
+) -> list[Subscription]:
+    """The subscriptions of a new order, each with its first billing period charged today. Every problem
+    is a 422 naming its field."""
+    now = require_utc(now)
+    today = now.date()
+    if not lines:
+        raise InvalidRequest.for_field("items", "an order needs at least one subscription")
+    if len(lines) > MAX_SUBSCRIPTIONS_PER_ORDER:
+        raise InvalidRequest.for_field("items", f"at most {MAX_SUBSCRIPTIONS_PER_ORDER} subscriptions and add-ons")
+    by_field = {line.field: (line, sub_id) for line, sub_id in zip(lines, subscription_ids, strict=True)}
+    made: list[Subscription] = []
+    for line, subscription_id in zip(lines, subscription_ids, strict=True):
+        sku = prices.require_licence_sku(line.sku, field_name=f"{line.field}.sku")
+        if not 1 <= line.quantity <= MAX_QUANTITY:
+            raise InvalidRequest.for_field(f"{line.field}.quantity", f"must be between 1 and {MAX_QUANTITY}")
+        base_id = None
+        if line.add_on_of_field is not None:
+            base_line, base_id = by_field[line.add_on_of_field]
+            if base_line.sku not in sku.add_on_for:
+                allowed = ", ".join(sorted(sku.add_on_for)) or "none"
+                raise InvalidRequest.for_field(
+                    f"{line.field}.sku", f"{sku.code} is an add-on for {allowed}, not for {base_line.sku}"
+                )
+        elif sku.is_add_on:
+            raise InvalidRequest.for_field(
+                f"{line.field}.sku", f"{sku.code} is an add-on: order it under add_ons of its base subscription"
+            )
+        snapshot = list_price_snapshot(prices, sku.code, line.cycle, currency, today)
+        if snapshot is None:
+            offered = ", ".join(str(c) for c in prices.offered_cycles(sku.code, currency)) or "none"
+            what = f"{line.add_on_of_field}.term" if line.add_on_of_field else f"{line.field}.billing_frequency"
+            raise InvalidRequest.for_field(what, f"{sku.code} is not offered as {line.cycle}; offered: {offered}")
+        subscription = Subscription(
+            subscription_id=subscription_id,
+            order_id=order_id,
+            owner=owner,
+            sku=sku.code,
+            quantity=line.quantity,
+            cycle=line.cycle,
+            anchor=today,
+            price=snapshot,
+            created_at=now,
+            add_on_of=base_id,
+        )
+        made.append(subscription.materialise(today))
+    return made
+
+
+# ---------------------------------------------------------------------------------------------------
+# Changing the billing frequency (and term)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ChangeOption:
+    """One change the order could make now, allowed or refused with the reasons."""
+
+    mode: ChangeMode
+    cycle: Cycle
+    effective_on: date | None
+    refusals: tuple[Refusal, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return not self.refusals
+
+
+class ChangeNotAllowed(Conflict):
+    code = "change_not_allowed"
+
+    def __init__(self, refusals: Sequence[Refusal]) -> None:
+        super().__init__("; ".join(r.message for r in refusals))
+        self.refusals = tuple(refusals)
+        self.code = refusals[0].code if refusals else self.code
+
+
+def prerequisite_refusals(
+    subscriptions: Sequence[Subscription], prices: PriceList, today: date, *, plan_active: bool
+) -> list[Refusal]:
+    """Seed 002's prerequisites, for every subscription of the order: active, a paid subscription, on the
+    current price list, all on the same billing cycle, licence-based, its promotion (if any) still
+    running. Also: the partner's monthly billing plan (which pays for it) is active."""
+    refusals: list[Refusal] = []
+    if not plan_active:
+        refusals.append(Refusal("plan_not_active", "the partner's monthly billing plan is not active"))
+    for sub in subscriptions:
+        name = sub.subscription_id
+        if not sub.materialise(today).active_on(today):
+            refusals.append(Refusal("subscription_not_active", f"{name} is not active"))
+        sku = prices.catalog.skus.get(sub.sku)
+        if sku is None or prices.catalog.product_of(sub.sku).kind is not ProductKind.LICENCE:
+            refusals.append(Refusal("not_licence_based", f"{name} ({sub.sku}) is not a licence-based offer"))
+        elif sku.trial or sub.price.list_unit_minor == 0:
+            refusals.append(Refusal("not_paid", f"{name} ({sub.sku}) is a free trial, not a paid subscription"))
+        if sub.price.price_list_version != prices.version:
+            refusals.append(
+                Refusal(
+                    "not_on_current_price_list",
+                    f"{name} is billed from price list {sub.price.price_list_version}, "
+                    f"not the current {prices.version}",
+                )
+            )
+        if sub.price.promotion is not None:
+            promotion = prices.promotion(sub.price.promotion)
+            if promotion is None or not promotion.active_on(today):
+                refusals.append(Refusal("promotion_ended", f"the promotion {sub.price.promotion} of {name} has ended"))
+    cycles = {(sub.cycle, sub.anchor, sub.materialise(today).next_offset) for sub in subscriptions}
+    if len(cycles) > 1:
+        listed = ", ".join(f"{s.subscription_id} {s.cycle}" for s in subscriptions)
+        refusals.append(
+            Refusal("mixed_billing_cycles", f"the order's subscriptions are on different billing cycles: {listed}")
+        )
+    return refusals
+
+
+def _offer_refusals(subscriptions: Sequence[Subscription], cycle: Cycle, prices: PriceList) -> list[Refusal]:
+    missing = [s.sku for s in subscriptions if prices.licence_price(s.sku, cycle, s.price.currency) is None]
+    if missing:
+        return [Refusal("not_offered", f"{', '.join(sorted(set(missing)))} not offered as {cycle} on the price list")]
+    return []
+
+
+def scheduled_refusals(current: Cycle, frequency: BillingFrequency) -> list[Refusal]:
+    """The scheduled-change matrix (frequency only, term unchanged)."""
+    if frequency is current.frequency:
+        return [Refusal("same_billing_frequency", f"the order is already billed {frequency.value}")]
+    try:
+        target = Cycle(current.term, frequency)
+    except ValueError:
+        return [Refusal("not_in_matrix", f"a {current.term.value} term cannot be billed {frequency.value}")]
+    if target.upfront:
+        return [
+            Refusal(
+                "upfront_only_at_purchase",
+                f"{target} is an upfront billing plan: available only at purchase, not as a mid-term change",
+            )
+        ]
+    if frequency not in SCHEDULED_FREQUENCY_CHANGES[current]:
+        return [Refusal("not_in_matrix", f"{current} accepts no scheduled change to {frequency.value} billing")]
+    return []
+
+
+def immediate_refusals(current: Cycle, target: Cycle) -> list[Refusal]:
+    """The immediate-change matrix (the term, with a billing frequency)."""
+    if target.term.months < current.term.months:
+        return [
+            Refusal(
+                "shorter_term",
+                f"the term can only get longer: {current.term.value} cannot change to {target.term.value}, "
+                "not even days before renewal",
+            )
+        ]
+    if target.term is current.term:
+        return [
+            Refusal(
+                "same_term",
+                f"an immediate change changes the term ({current.term.value} now); for the billing frequency "
+                "alone use a scheduled change",
+            )
+        ]
+    if target not in IMMEDIATE_TERM_CHANGES[current]:
+        return [Refusal("not_in_matrix", f"{current} accepts no immediate change to {target}")]
+    return []
+
+
+def change_options(
+    subscriptions: Sequence[Subscription], prices: PriceList, today: date, *, plan_active: bool
+) -> list[ChangeOption]:
+    """Every change the order may make today, and every one it may not, each with its reasons."""
+    base = subscriptions[0]
+    prerequisites = prerequisite_refusals(subscriptions, prices, today, plan_active=plan_active)
+    next_start = base.next_period_start(today)
+    options: list[ChangeOption] = []
+    for frequency in BillingFrequency:
+        try:
+            cycle = Cycle(base.cycle.term, frequency)
+        except ValueError:
+            continue  # e.g. a one-month term billed annually does not exist
+        refusals = scheduled_refusals(base.cycle, frequency)
+        if not refusals:
+            refusals += _offer_refusals(subscriptions, cycle, prices)
+            if next_start is None:
+                refusals.append(Refusal("no_next_period", "the subscription ends before another billing period"))
+        options.append(ChangeOption(ChangeMode.SCHEDULED, cycle, next_start, tuple(prerequisites + refusals)))
+    for cycle in ALL_CYCLES:
+        refusals = immediate_refusals(base.cycle, cycle) or _offer_refusals(subscriptions, cycle, prices)
+        options.append(ChangeOption(ChangeMode.IMMEDIATE, cycle, today, tuple(prerequisites + refusals)))
+    return options
+
+
+def _require(refusals: list[Refusal]) -> None:
+    if refusals:
+        raise ChangeNotAllowed(refusals)
+
+
+def schedule_frequency_change(
+    subscriptions: Sequence[Subscription],
+    frequency: BillingFrequency,
+    prices: PriceList,
+    now: datetime,
+    *,
+    plan_active: bool,
+) -> list[Subscription]:
+    """From the next billing period on, bill every subscription of the order ``frequency`` (same term,
+    periods not reset) at the current list price; the promotion is replaced by the best one eligible."""
+    today = require_utc(now).date()
+    base = subscriptions[0]
+    target = Cycle(base.cycle.term, frequency) if frequency.months <= base.cycle.term.months else base.cycle
+    _require(
+        prerequisite_refusals(subscriptions, prices, today, plan_active=plan_active)
+        + scheduled_refusals(base.cycle, frequency)
+        + _offer_refusals(subscriptions, target, prices)
+    )
+    changed = []
+    for subscription in subscriptions:
+        sub = subscription.materialise(today)
+        effective_on = sub.next_period_start(today)
+        if effective_on is None:
+            raise ChangeNotAllowed([Refusal("no_next_period", f"{sub.subscription_id} ends before another period")])
+        snapshot = list_price_snapshot(prices, sub.sku, target, sub.price.currency, effective_on)
+        assert snapshot is not None  # checked by _offer_refusals
+        pending = PendingChange(frequency, sub.next_offset, effective_on, snapshot, require_utc(now))
+        changed.append(replace(sub, pending_change=pending, changes_made=sub.changes_made + 1))
+    return changed
+
+
+def change_term_now(
+    subscriptions: Sequence[Subscription],
+    target: Cycle,
+    prices: PriceList,
+    now: datetime,
+    *,
+    plan_active: bool,
+) -> list[Subscription]:
+    """Start a new (longer) term today for every subscription of the order: credit the unused days of the
+    current period from what was charged for it, charge the new term's first period at the current list
+    price, and drop any scheduled change."""
+    today = require_utc(now).date()
+    base = subscriptions[0]
+    _require(
+        prerequisite_refusals(subscriptions, prices, today, plan_active=plan_active)
+        + immediate_refusals(base.cycle, target)
+        + _offer_refusals(subscriptions, target, prices)
+    )
+    changed = []
+    for subscription in subscriptions:
+        sub = credit_unused_days(subscription.materialise(today), today)
+        snapshot = list_price_snapshot(prices, sub.sku, target, sub.price.currency, today)
+        assert snapshot is not None  # checked by _offer_refusals
+        restarted = replace(
+            sub,
+            cycle=target,
+            anchor=today,
+            next_offset=0,
+            price=snapshot,
+            pending_change=None,  # a mid-term change deletes a pending scheduled change
+            ends_at_offset=None if sub.auto_renew else target.term.months,
+            changes_made=sub.changes_made + 1,
+        )
+        changed.append(restarted.materialise(today))
+    return changed
+
+
+def credit_unused_days(sub: Subscription, day: date) -> Subscription:
+    """End the current period on ``day`` and credit its unused days [day, period end): the amount charged
+    for the period x unused days / the period's days, and never more than what is left of that charge."""
+    current = sub.current_period(day)
+    if current is None:
+        return sub
+    unused = days_between(day, current.period_end)
+    credit = min(prorate(current.amount_minor, unused, current.days), current.remaining_minor)
+    cut = replace(current, ended_on=day, credited_minor=current.credited_minor + credit)
+    charges = tuple(cut if c.seq == current.seq else c for c in sub.charges)
+    if credit:
+        charges += (
+            Charge(
+                seq=len(charges) + 1,
+                kind=ChargeKind.CREDIT,
+                period_start=day,
+                period_end=current.period_end,
+                quantity=current.quantity,
+                unit_minor=current.unit_minor,
+                amount_minor=-credit,
+                bill_month=BillingMonth.containing_date(day),
+                cycle=current.cycle,
+                price_list_version=current.price_list_version,
+                promotion=current.promotion,
+                credit_for=current.seq,
+            ),
+        )
+    return replace(sub, charges=charges)
+
+
+def new_charges(before: Sequence[Subscription], after: Sequence[Subscription]) -> list[tuple[Subscription, Charge]]:
+    """The charge-schedule entries ``after`` has that ``before`` had not: what a change adds to invoices."""
+    known = {(s.subscription_id, c.seq) for s in before for c in s.charges}
+    return [(s, c) for s in after for c in s.charges if (s.subscription_id, c.seq) not in known]
+
+
+def charge_line(sub: Subscription, charge: Charge, prices: PriceList) -> InvoiceLine:
+    """The invoice line of one charge-schedule entry."""
+    sku = prices.catalog.skus.get(sub.sku)
+    name = sku.name if sku else sub.sku
+    through = last_day(charge.period_end).isoformat()
+    span = f"{charge.period_start.isoformat()} to {through}"
+    if charge.kind is ChargeKind.PERIOD:
+        kind, description = LineKind.LICENCE_PERIOD, f"{name}, {charge.cycle}: {span}"
+    else:
+        kind, description = LineKind.CHANGE_CREDIT, f"{name}, {charge.cycle}: credit for the unused days {span}"
+    currency = sub.price.currency
+    return InvoiceLine(
+        workspace_id="",
+        description=description,
+        edition=sub.sku,
+        seats=0,
+        devices=0,
+        unit_price=Money(charge.unit_minor, currency),
+        amount=Money(charge.amount_minor, currency),
+        month=charge.bill_month,
+        line_kind=kind,
+        subscription=SubscriptionLineDetail(
+            subscription_id=sub.subscription_id,
+            order_id=sub.order_id,
+            period_start=charge.period_start,
+            period_end=charge.period_end,
+            quantity=charge.quantity,
+            cycle=str(charge.cycle),
+            customer_id=sub.owner.customer_id,
+        ),
+    )
+
+
+def subscription_invoice_lines(
+    subscriptions: Sequence[Subscription], month: BillingMonth, prices: PriceList
+) -> list[InvoiceLine]:
+    """Every licence charge and change credit the invoice of ``month`` carries, in a stable order."""
+    lines = [
+        charge_line(sub, charge, prices)
+        for sub in sorted(subscriptions, key=lambda s: (s.order_id, s.add_on_of is not None, s.subscription_id))
+        for charge in sub.charges_billed_in(month)
+    ]
+    return lines
+
+
+def last_day(period_end: date) -> date:
+    """The last day of a half-open period."""
+    return period_end - timedelta(days=1)
