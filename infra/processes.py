@@ -32,10 +32,20 @@ def require_free_port(port: int, what: str) -> None:
             ) from None
 
 
+# Ports handed out by this process: the OS may offer a just-released ephemeral port again, and
+# two servers told the same port (DynamoDB Local and moto once were) means one never starts.
+_handed_out_ports: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port free on 127.0.0.1 now and never returned before by this process."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _handed_out_ports:
+            _handed_out_ports.add(port)
+            return port
 
 
 def wait_until(ready: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:

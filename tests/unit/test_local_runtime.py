@@ -62,3 +62,28 @@ def test_the_clock_moves_forward_only_and_is_shared_through_its_file(tmp_path: P
         clock.set(datetime(2027, 2, 1))
     first = clock.fired_through()
     assert clock.fired_through() == first  # recorded at the first look
+
+
+def test_free_port_never_hands_out_the_same_port_twice_even_when_the_os_offers_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from infra import processes
+
+    offered = iter([47001, 47001, 47001, 47002])
+
+    class ProbeOfferingAReleasedPortAgain:
+        def __enter__(self) -> ProbeOfferingAReleasedPortAgain:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def bind(self, address: tuple[str, int]) -> None:
+            self.port = next(offered)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(processes.socket, "socket", lambda *a: ProbeOfferingAReleasedPortAgain())
+    monkeypatch.setattr(processes, "_handed_out_ports", set())
+    assert [processes.free_port(), processes.free_port()] == [47001, 47002]
