@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -84,6 +85,6 @@ def test_free_port_never_hands_out_the_same_port_twice_even_when_the_os_offers_i
         def getsockname(self) -> tuple[str, int]:
             return ("127.0.0.1", self.port)
 
-    monkeypatch.setattr(processes.socket, "socket", lambda *a: ProbeOfferingAReleasedPortAgain())
+    monkeypatch.setattr(socket, "socket", lambda *a: ProbeOfferingAReleasedPortAgain())
     monkeypatch.setattr(processes, "_handed_out_ports", set())
     assert [processes.free_port(), processes.free_port()] == [47001, 47002]
