@@ -11,14 +11,22 @@ import json
 import sys
 import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from chalice.app import Blueprint, Chalice
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, LocalDevServer
+from chalice.local import (
+    ChaliceRequestHandler,
+    LambdaEventConverter,
+    LocalDevServer,
+    LocalGateway,
+    MatchResult,
+    RouteMatcher,
+)
 
 from billing_core.api.app import partner_api_app
 from billing_core.api.openapi import UndeclaredRoute, openapi_document, render
@@ -96,6 +104,25 @@ def _readable_claims(token: str) -> bool:
     return isinstance(claims, dict)
 
 
+class ApiGatewayRouteMatcher(RouteMatcher):
+    """Chalice's route matching, with path parameters URL-decoded as API Gateway passes them to Lambda
+    (``/workspaces/ws%5F1`` reaches the view as ``ws_1``; an encoded ``%2F`` stays inside its segment)."""
+
+    def match_route(self, url: str) -> MatchResult:
+        matched = super().match_route(url)
+        return matched._replace(captured={name: unquote(value) for name, value in matched.captured.items()})
+
+
+class ApiGatewayLocalGateway(LocalGateway):
+    """Chalice's local gateway with API Gateway's path-parameter decoding."""
+
+    def __init__(self, app_object: Chalice, config: Config) -> None:
+        super().__init__(app_object, config)
+        self.event_converter = LambdaEventConverter(
+            ApiGatewayRouteMatcher(list(app_object.routes)), app_object.api.binary_types
+        )
+
+
 class DevelopmentRequestHandler(ChaliceRequestHandler):
     """Chalice's request handler, closer to API Gateway, plus the development routes.
 
@@ -104,11 +131,24 @@ class DevelopmentRequestHandler(ChaliceRequestHandler):
     - A token whose claims cannot be read is refused with 401, as API Gateway's Cognito authorizer
       does (Chalice's local authorizer would fail on it and drop the connection).
     - Methods no route has (TRACE, QUERY, anything) go to the app, which refuses them with 405, instead
-      of http.server's "501 Unsupported method"."""
+      of http.server's "501 Unsupported method".
+    - Path parameters are URL-decoded, as API Gateway does (Chalice's server passes them encoded)."""
 
-    def __init__(self, *args: Any, openapi_json: Callable[[], bytes], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        request: Any,
+        client_address: tuple[str, int],
+        server: HTTPServer,
+        app_object: Chalice,
+        config: Config,
+        *,
+        openapi_json: Callable[[], bytes],
+    ) -> None:
         self._openapi_json = openapi_json
-        super().__init__(*args, **kwargs)
+        # ChaliceRequestHandler.__init__ builds its own gateway and then handles the request at once, so
+        # the gateway is set here before the request is handled.
+        self.local_gateway = ApiGatewayLocalGateway(app_object, config)
+        BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
     def _handle(self) -> None:
         if self.command == "GET" and urlsplit(self.path).path == OPENAPI_PATH:

@@ -341,3 +341,40 @@ def test_no_workspace_joins_or_changes_on_a_plan_whose_end_date_is_over() -> Non
     )
     with pytest.raises(PlanNotActive):
         on_plan.change_licence(plan=scheduled, prices=PRICE_LIST_2026_01, edition=None, max_devices=3, now=after_end)
+
+
+def test_a_plan_whose_invoice_went_past_due_while_cancelling_is_past_due_again_when_reactivated() -> None:
+    """17.4: the run marks only active plans past due; a plan with a scheduled cancellation used to come
+    back as active on reactivation, its past-due invoice forgotten."""
+    service, store, _, _ = cancellation_world()
+    store.plans["p1"] = replace(store.plans["p1"], payment_method_ref="pm_card_chargeCustomerFail")
+    november = datetime(2026, 11, 3, tzinfo=UTC)
+    usage = InMemoryUsageStore()
+    usage.record_first_sighting(Sighting("a", "ws1", "a", november), Billability.BILLABLE, "p1", november)
+    service.cancel_plan(OWNER, CancelPlanRequest(ends_on=END_OF_DECEMBER))
+    clock = FixedClock(datetime(2026, 12, 1, 0, 5, tzinfo=UTC))
+    charge = MonthlyChargeService(
+        store,
+        store,
+        InMemoryInvoiceStore(),
+        usage,
+        RecordingPaymentProvider(),
+        RecordingMailer(),
+        InMemoryUsageReports(),
+        clock,
+        PRICE_LIST_2026_01,
+    )
+    for day in (1, 3, 5, 7):
+        clock.current = datetime(2026, 12, day, 0, 5, tzinfo=UTC)
+        invoice = charge.charge_partner_for_month("p1", BillingMonth(2026, 11))
+    assert invoice is not None and invoice.status is InvoiceStatus.PAST_DUE
+    scheduled = store.plans["p1"]
+    assert scheduled.state is PlanState.CANCELLATION_SCHEDULED  # the cancellation keeps its course
+    assert scheduled.past_due_month == BillingMonth(2026, 11)
+    assert isinstance(service.clock, FixedClock)
+    service.clock.current = datetime(2026, 12, 8, tzinfo=UTC)
+    assert service.reactivate_plan(OWNER).state == "past_due"
+    assert store.plans["p1"].state is PlanState.PAST_DUE
+    # Without a past-due invoice a reactivated plan is simply active (and settling clears the mark).
+    assert store.plans["p1"].clear_past_due().state is PlanState.ACTIVE
+    assert active_plan().schedule_cancellation(END_OF_DECEMBER, NOW).reactivate(NOW).state is PlanState.ACTIVE

@@ -80,6 +80,9 @@ class Plan:
     ended_on: date | None = None
     # A cancelled plan stays visited by monthly runs until its final month is behind them.
     left_monthly_runs: bool = False
+    # Set when an invoice went past due (the last retry failed), also while a cancellation is scheduled,
+    # so a reactivation returns the plan to past due instead of active; cleared when it is settled.
+    past_due_month: BillingMonth | None = None
     # Optimistic-locking version held by the repository; None for a plan never stored.
     version: int | None = None
 
@@ -166,6 +169,7 @@ class Plan:
             cancellation_ends_on=None,
             ended_on=None,
             left_monthly_runs=False,
+            past_due_month=None,
         )
 
     def decline_activation(self) -> Plan:
@@ -193,7 +197,30 @@ class Plan:
                 f"the plan ended on {self.cancellation_ends_on.isoformat()}; activate it again instead",
                 code="plan_ended",
             )
-        return replace(self, state=PlanState.ACTIVE, cancellation_ends_on=None)
+        state = PlanState.PAST_DUE if self.past_due_month is not None else PlanState.ACTIVE
+        return replace(self, state=state, cancellation_ends_on=None)
+
+    # -- dunning ---------------------------------------------------------------------------------
+    def needs_past_due_mark(self) -> bool:
+        """Whether a past-due invoice still has to be recorded on the plan: an active plan becomes past
+        due; a plan with a scheduled cancellation keeps its course but remembers it for a reactivation.
+        A cancelled plan keeps its state (its final invoice is dunned on its own)."""
+        return self.state is PlanState.ACTIVE or (
+            self.state is PlanState.CANCELLATION_SCHEDULED and self.past_due_month is None
+        )
+
+    def mark_past_due(self, month: BillingMonth) -> Plan:
+        """The invoice of ``month`` went past due."""
+        if not self.needs_past_due_mark():
+            return self
+        state = PlanState.PAST_DUE if self.state is PlanState.ACTIVE else self.state
+        return replace(self, state=state, past_due_month=self.past_due_month or month)
+
+    def clear_past_due(self) -> Plan:
+        """The past-due invoice was settled: a past-due plan is active again, a scheduled cancellation
+        stays scheduled."""
+        state = PlanState.ACTIVE if self.state is PlanState.PAST_DUE else self.state
+        return replace(self, state=state, past_due_month=None)
 
     def end_as_scheduled(self, ends_on: date, now: datetime) -> Plan | None:
         """What an end-of-plan schedule for ``ends_on`` does: end the plan if that cancellation is still

@@ -90,7 +90,7 @@ class MonthlyChargeService:
             invoice = self._create(plan, month)
         if invoice.payment_attempt_started_at is not None or invoice.due_for_payment(self.clock.now().date()):
             invoice = self._pay(plan, invoice)
-        if invoice.status is InvoiceStatus.PAST_DUE and plan.state is PlanState.ACTIVE:
+        if invoice.status is InvoiceStatus.PAST_DUE and plan.needs_past_due_mark():
             # Also on a re-run: the run that recorded the last decline may have died before this write.
             self._mark_plan_past_due(partner_id, invoice.month)
         return self._report(plan, invoice)
@@ -228,10 +228,11 @@ class MonthlyChargeService:
 
     def _mark_plan_past_due(self, partner_id: str, month: BillingMonth) -> None:
         current = self.plans.load_plan(partner_id)  # this run may have changed it (month closed)
-        # Only an active plan becomes past due; a cancellation in progress or done keeps its course.
-        if current.state is PlanState.ACTIVE:
+        # An active plan becomes past due; a scheduled cancellation keeps its course but remembers it (a
+        # reactivation returns to past due); a cancelled plan keeps its state.
+        if current.needs_past_due_mark():
             self.plans.save_plan(
-                replace(current, state=PlanState.PAST_DUE),
+                current.mark_past_due(month),
                 audit=AuditEvent(partner_id, "plan_past_due", self.clock.now(), ACTOR, {"month": str(month)}),
             )
 

@@ -76,6 +76,7 @@ class PlanItem(Model):
     cancellation_ends_on = UnicodeAttribute(null=True)  # YYYY-MM-DD
     ended_on = UnicodeAttribute(null=True)  # YYYY-MM-DD
     left_monthly_runs = BooleanAttribute(default=False)
+    past_due_month = UnicodeAttribute(null=True)  # YYYY-MM
     charge_index = UnicodeAttribute(null=True)
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()

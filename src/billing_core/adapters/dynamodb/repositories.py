@@ -92,6 +92,7 @@ class DynamoBillingStore:
             cancellation_ends_on=_date_or_none(item.cancellation_ends_on),
             ended_on=_date_or_none(item.ended_on),
             left_monthly_runs=bool(item.left_monthly_runs),
+            past_due_month=BillingMonth.parse(item.past_due_month) if item.past_due_month else None,
             version=item.version,
         )
 
@@ -112,6 +113,7 @@ class DynamoBillingStore:
             cancellation_ends_on=_iso_or_none(plan.cancellation_ends_on),
             ended_on=_iso_or_none(plan.ended_on),
             left_monthly_runs=plan.left_monthly_runs,
+            past_due_month=str(plan.past_due_month) if plan.past_due_month else None,
             charge_index=CHARGEABLE if plan.visited_by_monthly_runs else None,
             last_charged_month=str(plan.last_charged_month) if plan.last_charged_month else None,
             updated_at=audit.occurred_at,
