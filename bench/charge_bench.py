@@ -36,7 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.capacity import CapacityMeter  # noqa: E402
-from billing_core.adapters.dynamodb.models import PlanItem, WorkspaceItem, partner_pk, workspace_pk  # noqa: E402
+from billing_core.adapters.dynamodb.models import (  # noqa: E402
+    PartnerWorkspaceItem,
+    PlanItem,
+    WorkspaceItem,
+    partner_pk,
+    partner_workspace_sk,
+    workspace_pk,
+)
 from billing_core.adapters.dynamodb.repositories import CHARGEABLE, PLAN_SK, WORKSPACE_SK  # noqa: E402
 from billing_core.adapters.dynamodb.usage import DeviceMonthItem, device_month_pk, device_sk  # noqa: E402
 from billing_core.domain.calendar import BillingMonth, to_iso  # noqa: E402
@@ -60,6 +67,7 @@ def generate_and_load(partners: int, seed: int) -> dict[str, int]:
     rng = random.Random(seed)
     expected: dict[str, int] = {}
     plans, workspaces, devices = [], [], []
+    pointers: list[PartnerWorkspaceItem] = []
     first_seen = MONTH.starts_at + timedelta(days=3)
     for p in range(partners):
         partner_id = f"bench-{seed}-{p:05d}"
@@ -100,7 +108,14 @@ def generate_and_load(partners: int, seed: int) -> dict[str, int]:
                     created_at=ACTIVATED,
                     joined_plan_at=ACTIVATED,
                     gsi1pk=partner_pk(partner_id),
-                    gsi1sk=f"WORKSPACE#{to_iso(ACTIVATED)}#{workspace_id}",
+                    gsi1sk=partner_workspace_sk(to_iso(ACTIVATED), workspace_id),
+                )
+            )
+            pointers.append(
+                PartnerWorkspaceItem(
+                    pk=partner_pk(partner_id),
+                    sk=partner_workspace_sk(to_iso(ACTIVATED), workspace_id),
+                    workspace_id=workspace_id,
                 )
             )
             devices += [
@@ -121,6 +136,7 @@ def generate_and_load(partners: int, seed: int) -> dict[str, int]:
         item.version = 1  # type: ignore[union-attr]
     _batch_write(PlanItem, plans)
     _batch_write(WorkspaceItem, workspaces)
+    _batch_write(PartnerWorkspaceItem, pointers)
     _batch_write(DeviceMonthItem, devices)
     return expected
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/+=-]+$")]
 
@@ -33,10 +33,12 @@ class AgentInfo(BaseModel):
 class MessageV1(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = 1
+    # Strict: schema_version is the integer 1 (not true, 1.0 or "1"), observed_at an ISO-8601 timestamp with a
+    # zone (not a number of seconds).
+    schema_version: Annotated[StrictInt, Field(ge=1, le=1)] = 1
     event_id: Identifier
     workspace_id: Identifier
-    observed_at: AwareDatetime
+    observed_at: AwareDatetime = Field(strict=True)
     agent: AgentInfo | None = None
 
 

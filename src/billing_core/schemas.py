@@ -36,7 +36,7 @@ PRINTABLE_TEXT = r"^[^\x00-\x1f\x7f]+$"
 
 class CreateWorkspaceRequest(RequestModel):
     name: str = Field(min_length=1, max_length=200, pattern=PRINTABLE_TEXT)
-    on_plan: bool = Field(default=True, description="Create the workspace directly on the monthly plan")
+    on_plan: bool = Field(default=True, strict=True, description="Create the workspace directly on the monthly plan")
     # edition and max_devices are required when on_plan is true (checked by the use case, naming each).
     edition: str | None = Field(default=None, min_length=1, max_length=64)
     max_devices: int | None = Field(default=None, ge=1, le=MAX_DEVICES_LIMIT, strict=True)
@@ -149,7 +149,9 @@ class DownloadLink(BaseModel):
 
 
 class CancelPlanRequest(RequestModel):
-    ends_on: date = Field(description="One of the offered end dates (GET /plan/cancellation/options), YYYY-MM-DD")
+    ends_on: date = Field(
+        strict=True, description="One of the offered end dates (GET /plan/cancellation/options), YYYY-MM-DD"
+    )
 
 
 class CancellationOptionView(BaseModel):

@@ -191,6 +191,13 @@ def test_cancellation_errors_and_replacing_the_date(
     assert all(day in error["error"]["fields"][0]["message"] for day in offered)
     status, error = call(client, "post", "/plan/cancellation", partner, {"ends_on": "tomorrow"})
     assert status == 422 and error["error"]["fields"][0]["field"] == "ends_on"
+    # A date is "YYYY-MM-DD": not a number of seconds, and not a timestamp that happens to be midnight.
+    midnight = f"{offered[0]}T00:00:00"
+    for not_a_date in (1893456000, midnight):
+        status, error = call(client, "post", "/plan/cancellation", partner, {"ends_on": not_a_date})
+        assert status == 422 and error["error"]["fields"][0]["field"] == "ends_on", (not_a_date, error)
+    _, options_after = call(client, "get", "/plan/cancellation/options", partner)
+    assert options_after["scheduled_ends_on"] is None
     status, error = call(client, "delete", "/plan/cancellation", partner)
     assert status == 409 and error["error"]["code"] == "no_cancellation_scheduled"
 

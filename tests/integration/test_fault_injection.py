@@ -53,7 +53,7 @@ from billing_core.domain.errors import ConcurrentModification, Conflict, PlanNot
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.domain.invoicing import Invoice, InvoiceStatus
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable
-from billing_core.domain.plan import Plan, PlanState
+from billing_core.domain.plan import Plan, PlanState, plan_end_instant
 from billing_core.domain.reporting import usage_report_key
 from billing_core.domain.workspace import LicenceStatus, Workspace, licence_document
 from billing_core.ports import PlanStore, WorkspaceStore
@@ -619,7 +619,11 @@ def test_a_licence_changed_while_the_plan_ends_fails_the_firing_and_its_retry_en
 
     def partner_changes_licence() -> None:
         plan = world.wired.store.load_plan(world.partner)
-        changed = second.change_licence(plan=plan, prices=world.wired.prices, edition=None, max_devices=3)
+        # Committed a moment before the end date was over (the race the firing must survive).
+        just_before_the_end = plan_end_instant(ends_on) - timedelta(seconds=1)
+        changed = second.change_licence(
+            plan=plan, prices=world.wired.prices, edition=None, max_devices=3, now=just_before_the_end
+        )
         world.wired.store.save_workspace(
             changed, audit=AuditEvent(world.partner, "test_change", world.clock.now(), "t")
         )

@@ -137,6 +137,8 @@ def test_workspaces_on_the_plan(client: Client) -> None:
         ({**on_plan, "edition": "gold"}, "edition"),
         ({**on_plan, "max_devices": 0}, "max_devices"),
         ({**on_plan, "max_devices": "5"}, "max_devices"),
+        ({**on_plan, "on_plan": "yes"}, "on_plan"),
+        ({**on_plan, "on_plan": 1}, "on_plan"),
         ({"name": "No licence"}, "edition"),
         ({**on_plan, "name": ""}, "name"),
     ]
@@ -203,3 +205,12 @@ def test_a_workspace_name_with_control_characters_is_refused_naming_the_field(cl
     payload = {"name": "Acme\u0000Evil", "on_plan": False}
     status, error = answer(client.http.post("/workspaces", headers=auth_headers(partner), body=body(payload)))
     assert status == 422 and error["error"]["fields"][0]["field"] == "name"
+
+
+def test_a_partner_id_claim_no_partner_can_have_is_refused_not_a_server_error(client: Client) -> None:
+    """DynamoDB refuses keys over 2 KB; the claim used to reach it and come back as a 500."""
+    headers = auth_headers("p" * 5000)
+    assert answer(client.http.get("/plan", headers=headers))[0] == 403
+    assert answer(client.http.get("/workspaces", headers=headers))[0] == 403
+    status, error = create_workspace(client, "p" * 5000, {"name": "Acme", "on_plan": False})
+    assert status == 403 and "custom:partner_id" in error["error"]["message"]

@@ -220,3 +220,28 @@ def test_any_reordering_and_duplication_gives_the_same_seats(
     # ...and so the same seats per workspace and month.
     for month in (BillingMonth(2026, 10), NOVEMBER):
         assert usage.seats("ws1", month) == reference_usage.seats("ws1", month)
+
+
+def test_schema_version_and_observed_at_accept_only_their_own_json_types() -> None:
+    """Lax parsing once took ``true`` or ``1.0`` as schema version 1 and a number of seconds as a timestamp."""
+    _, usage, metering = world()
+    good = {
+        "type": "sighting",
+        "event_id": "e",
+        "workspace_id": "ws1",
+        "device_id": "d1",
+        "observed_at": NOW.isoformat(),
+    }
+    wrong_types = {
+        "m-version-true": {**good, "event_id": "a", "schema_version": True},
+        "m-version-float": {**good, "event_id": "b", "schema_version": 1.0},
+        "m-version-string": {**good, "event_id": "c", "schema_version": "1"},
+        "m-epoch-seconds": {**good, "event_id": "d", "observed_at": int(NOW.timestamp())},
+    }
+    batch = [InboundMessage(message_id, json.dumps(payload)) for message_id, payload in wrong_types.items()]
+    batch.append(InboundMessage("m-ok", json.dumps({**good, "schema_version": 1})))
+    outcome = metering.record_batch(batch)
+    assert set(outcome.rejected) == set(wrong_types)
+    assert "schema_version" in outcome.rejected["m-version-true"]
+    assert "observed_at" in outcome.rejected["m-epoch-seconds"]
+    assert usage.seats("ws1", NOVEMBER) == {"d1"}

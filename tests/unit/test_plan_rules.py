@@ -3,10 +3,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import ActivationInProgress, InvalidRequest, PlanAlreadyActive, PlanNotActive
 from billing_core.domain.plan import ACTIVATION_CLAIM_TTL, Plan, PlanState
 from billing_core.domain.pricing import PRICE_LIST_2026_01, price_list
-from billing_core.domain.workspace import LicenceStatus, Workspace, licence_document
+from billing_core.domain.workspace import MAX_LICENCE_TERMS, LicenceStatus, Workspace, licence_document
 
 NOV_20 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -92,7 +93,9 @@ def test_workspace_needs_a_live_plan_and_valid_licence() -> None:
     on_plan = workspace.put_on_plan(
         plan=active_plan(), prices=PRICE_LIST_2026_01, edition="anti-malware", max_devices=5, now=NOV_20
     )
-    changed = on_plan.change_licence(plan=active_plan(), prices=PRICE_LIST_2026_01, edition=None, max_devices=9)
+    changed = on_plan.change_licence(
+        plan=active_plan(), prices=PRICE_LIST_2026_01, edition=None, max_devices=9, now=NOV_20
+    )
     assert (changed.edition, changed.max_devices) == ("anti-malware", 9)
 
 
@@ -110,3 +113,32 @@ def test_licence_document_follows_the_plan() -> None:
     )
     ended = licence_document(on_plan, replace(active_plan(), state=PlanState.CANCELLED), NOV_20)
     assert ended.status is LicenceStatus.ENDED and ended.valid_through is None
+
+
+def test_the_licence_history_keeps_the_state_at_each_month_end_and_stays_bounded() -> None:
+    plan, prices = active_plan(), PRICE_LIST_2026_01
+    workspace = Workspace("ws1", "p1", "Acme", created_at=NOV_20).put_on_plan(
+        plan=plan, prices=prices, edition="anti-malware", max_devices=5, now=NOV_20
+    )
+    for day, cap in ((21, 6), (30, 7)):  # two changes later in November: only the last one matters
+        workspace = workspace.change_licence(
+            plan=plan, prices=prices, edition=None, max_devices=cap, now=NOV_20.replace(day=day)
+        )
+    first_of_december = datetime(2026, 12, 1, 0, 1, tzinfo=UTC)
+    workspace = workspace.change_licence(
+        plan=plan, prices=prices, edition="business-security", max_devices=1, now=first_of_december
+    )
+    assert [term.max_devices for term in workspace.licence_history] == [7, 1]
+    assert workspace.licence_at_end_of(BillingMonth(2026, 11)) == ("anti-malware", 7)
+    assert workspace.licence_at_end_of(BillingMonth(2026, 12)) == ("business-security", 1)
+    assert workspace.licence_at_end_of(BillingMonth(2026, 10)) == ("anti-malware", 7)  # before: the oldest known
+    # A workspace stored before the history existed starts it with its licence so far.
+    legacy = replace(workspace, licence_history=(), edition="anti-malware", max_devices=3)
+    changed = legacy.change_licence(plan=plan, prices=prices, edition=None, max_devices=4, now=first_of_december)
+    assert changed.licence_at_end_of(BillingMonth(2026, 11)) == ("anti-malware", 3)
+    # One term per month at most, and never more than MAX_LICENCE_TERMS.
+    for months in range(1, 50):
+        moment = datetime(2027 + months // 12, months % 12 + 1, 2, tzinfo=UTC)
+        workspace = workspace.change_licence(plan=plan, prices=prices, edition=None, max_devices=months, now=moment)
+    assert len(workspace.licence_history) == MAX_LICENCE_TERMS
+    assert workspace.licence_history[-1].max_devices == 49

@@ -140,6 +140,10 @@ def partner_identity(request: Request, *, billing: bool = False) -> PartnerIdent
     partner_id = claims.get(PARTNER_ID_CLAIM)
     if not partner_id:
         raise Unauthenticated("a partner token is required (Authorization header)")
+    # A claim no partner can have (too long to be a key, or not text) is refused before it reaches the store,
+    # which would reject it with an error the caller could only see as a 500.
+    if not isinstance(partner_id, str) or len(partner_id) > MAX_PATH_ID_LENGTH:
+        raise Forbidden(f"the {PARTNER_ID_CLAIM} claim is not a partner id (at most {MAX_PATH_ID_LENGTH} characters)")
     try:
         role = Role(claims.get(ROLE_CLAIM, ""))
     except ValueError:
@@ -166,7 +170,9 @@ def parse_body(request: Request, model: type[ModelT]) -> ModelT:
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     try:
-        return model.model_validate(data)
+        # JSON mode, so strict fields accept exactly their JSON form: a boolean is true/false (not "yes"), a date
+        # is "YYYY-MM-DD" (not a number or a timestamp).
+        return model.model_validate_json(raw if raw.strip() else b"{}")
     except ValidationError as error:
         raise InvalidRequest([_field_problem(detail) for detail in error.errors()]) from None
 

@@ -218,8 +218,11 @@ class MonthToRate:
     late: list[LateDevices] = field(default_factory=list)
     # Seats already invoiced per (month, workspace), so late devices never push a month past its cap.
     invoiced_seats: dict[tuple[BillingMonth, str], tuple[int, int]] = field(default_factory=dict)
-    # max_devices and edition per workspace for late-usage lines (the workspace's current licence).
+    # The workspaces billed this month, by id: late-usage lines name them.
     workspaces: dict[str, WorkspaceMonthUsage] = field(default_factory=dict)
+    # Edition and cap per (late month, workspace) as they were at that month's end; a late line without an
+    # entry is rated at the workspace's licence of this month.
+    late_licences: dict[tuple[BillingMonth, str], tuple[str, int]] = field(default_factory=dict)
     # Licence subscriptions' charges and credits billed in this month (see subscription_invoice_lines).
     subscription_lines: list[InvoiceLine] = field(default_factory=list)
     # The credit the previous invoice carried forward (a positive amount), if any.
@@ -290,14 +293,16 @@ def _seat_lines(request: MonthToRate, prices: PriceList, currency: str) -> list[
         workspace = request.workspaces.get(late.workspace_id)
         if workspace is None or not is_billable_month(plan, late.month):
             continue  # the activation month is covered by the fee, however late its devices report
-        invoiced_seats, invoiced_devices = request.invoiced_seats.get((late.month, late.workspace_id), (0, 0))
-        seats = max(min(invoiced_devices + late.devices, workspace.max_devices) - invoiced_seats, 0)
-        unit = prices.seat_price(workspace.edition, currency)
+        key = (late.month, late.workspace_id)
+        edition, cap = request.late_licences.get(key, (workspace.edition, workspace.max_devices))
+        invoiced_seats, invoiced_devices = request.invoiced_seats.get(key, (0, 0))
+        seats = max(min(invoiced_devices + late.devices, cap) - invoiced_seats, 0)
+        unit = prices.seat_price(edition, currency)
         lines.append(
             InvoiceLine(
                 late.workspace_id,
                 f"{workspace.name}: late usage for {late.month}",
-                workspace.edition,
+                edition,
                 seats,
                 late.devices,
                 unit,

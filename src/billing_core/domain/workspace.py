@@ -12,12 +12,24 @@ from billing_core.domain.plan import Plan, PlanState, plan_end_instant
 from billing_core.domain.pricing import PriceList
 
 MAX_DEVICES_LIMIT = 100_000
+# Licence terms kept per workspace: one per calendar month at most (only the state at a month's end is
+# billed), so three years of monthly changes. Late usage older than that is rated at the oldest kept term.
+MAX_LICENCE_TERMS = 36
 
 
 class LicenceStatus(StrEnum):
     ACTIVE = "active"
     ENDED = "ended"
     NOT_ON_PLAN = "not_on_plan"
+
+
+@dataclass(frozen=True)
+class LicenceTerm:
+    """The edition and cap a workspace's plan licence had from ``effective_from`` on (until the next term)."""
+
+    effective_from: datetime
+    edition: str
+    max_devices: int
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,29 @@ class Workspace:
     joined_plan_at: datetime | None = None
     # Set when the plan ended under the workspace: the last day its plan licence was valid.
     licence_ended_on: date | None = None
+    # Every edition/cap the plan licence had, oldest first, so a month is billed as it was at its end
+    # whenever the run (or a redelivered run, or a late-usage adjustment) happens.
+    licence_history: tuple[LicenceTerm, ...] = ()
     version: int | None = None
+
+    def licence_at_end_of(self, month: BillingMonth) -> tuple[str, int]:
+        """Edition and cap in effect at the end of ``month`` (DESIGN rule: billed as of the month's end). A
+        change at 00:01 on the 1st is the next month's. A workspace stored before the history existed, or a
+        month before its oldest kept term, falls back to the oldest state known."""
+        month_end = month.next().starts_at
+        in_effect = [term for term in self.licence_history if term.effective_from < month_end]
+        if in_effect:
+            return in_effect[-1].edition, in_effect[-1].max_devices
+        if self.licence_history:
+            return self.licence_history[0].edition, self.licence_history[0].max_devices
+        return self.edition or "", self.max_devices or 0
+
+    def _with_licence_term(self, edition: str, max_devices: int, now: datetime) -> tuple[LicenceTerm, ...]:
+        """The history with a new term from ``now``: earlier terms of the same month are superseded for every
+        month end they could matter to, so they are dropped; the oldest go beyond MAX_LICENCE_TERMS."""
+        current = BillingMonth.containing(now)
+        kept = [term for term in self.licence_history if BillingMonth.containing(term.effective_from) != current]
+        return (*kept, LicenceTerm(require_utc(now), edition, max_devices))[-MAX_LICENCE_TERMS:]
 
     def on_plan_at(self, moment: datetime) -> bool:
         """Whether the workspace's devices occupied plan seats at ``moment``: from joining the plan until
@@ -57,13 +91,15 @@ class Workspace:
         if self.on_plan:
             raise Conflict(f"workspace {self.workspace_id} is already on the monthly billing plan")
         prices.require_edition(edition)
+        max_devices = validate_max_devices(max_devices)
         return replace(
             self,
             on_plan=True,
             edition=edition,
-            max_devices=validate_max_devices(max_devices),
+            max_devices=max_devices,
             joined_plan_at=require_utc(now),
             licence_ended_on=None,
+            licence_history=self._with_licence_term(edition, max_devices, now),
         )
 
     def change_licence(
@@ -73,7 +109,7 @@ class Workspace:
         prices: PriceList,
         edition: str | None,
         max_devices: int | None,
-        now: datetime | None = None,
+        now: datetime,
     ) -> Workspace:
         plan.require_live(now)
         if not self.on_plan:
@@ -82,11 +118,14 @@ class Workspace:
             raise InvalidRequest.for_field("edition", "give edition and/or max_devices to change")
         if edition is not None:
             prices.require_edition(edition)
-        return replace(
-            self,
-            edition=edition if edition is not None else self.edition,
-            max_devices=validate_max_devices(max_devices) if max_devices is not None else self.max_devices,
-        )
+        new_edition = edition if edition is not None else self.edition or ""
+        new_cap = validate_max_devices(max_devices) if max_devices is not None else self.max_devices or 0
+        history = self.licence_history
+        if not history and self.joined_plan_at is not None and self.edition and self.max_devices:
+            # Stored before the history existed: its licence so far becomes the first term.
+            history = (LicenceTerm(self.joined_plan_at, self.edition, self.max_devices),)
+        changed = replace(self, edition=new_edition, max_devices=new_cap, licence_history=history)
+        return replace(changed, licence_history=changed._with_licence_term(new_edition, new_cap, now))
 
 
 def validate_max_devices(value: int) -> int:

@@ -101,25 +101,28 @@ class MonthlyChargeService:
         something is due (one write instead of two)."""
         plan = self._close_month(plan, month)
         workspaces = self.workspaces.list_workspaces(plan.partner_id)
-        on_plan = [w for w in workspaces if w.billed_in(month)]
+        on_plan = {w.workspace_id: w for w in workspaces if w.billed_in(month)}
         usage = [
             WorkspaceMonthUsage(
-                w.workspace_id,
-                w.name,
-                w.edition or "",
-                w.max_devices or 0,
-                self.usage.count_devices(w.workspace_id, month),
+                w.workspace_id, w.name, *w.licence_at_end_of(month), self.usage.count_devices(w.workspace_id, month)
             )
-            for w in on_plan
+            for w in on_plan.values()
         ]
         late = self.usage.late_devices(plan.partner_id, month)
+        # Each late month is rated at the edition and cap its workspace had at that month's end.
+        late_licences = {
+            (item.month, item.workspace_id): on_plan[item.workspace_id].licence_at_end_of(item.month)
+            for item in late
+            if item.workspace_id in on_plan
+        }
         request = MonthToRate(
             plan,
             month,
             usage,
             late=late,
-            invoiced_seats=self._invoiced_seats(plan.partner_id, late, month, {u.workspace_id: u for u in usage}),
+            invoiced_seats=self._invoiced_seats(plan.partner_id, late, month, late_licences),
             workspaces={u.workspace_id: u for u in usage},
+            late_licences=late_licences,
         )
         now = self.clock.now()
         invoice = rate_month(request, self.prices, now)
@@ -149,7 +152,7 @@ class MonthlyChargeService:
         partner_id: str,
         late: list[LateDevices],
         before: BillingMonth,
-        workspaces: dict[str, WorkspaceMonthUsage],
+        late_licences: dict[tuple[BillingMonth, str], tuple[str, int]],
     ) -> dict[tuple[BillingMonth, str], tuple[int, int]]:
         """Seats and devices already invoiced for each (month, workspace) that has late usage, over the
         month's own invoice and the adjustments of every invoice since. A month whose own invoice is still
@@ -165,9 +168,9 @@ class MonthlyChargeService:
                 if month not in invoices:
                     invoices[month] = self.invoices.load_invoice(partner_id, month)
                 invoice = invoices[month]
-                if invoice is None and month == item.month and item.workspace_id in workspaces:
+                if invoice is None and month == item.month and key in late_licences:
                     own = self.usage.count_devices(item.workspace_id, month)
-                    seats, devices = seats + min(own, workspaces[item.workspace_id].max_devices), devices + own
+                    seats, devices = seats + min(own, late_licences[key][1]), devices + own
                 for line in invoice.lines if invoice else ():
                     if (line.month, line.workspace_id) == key:
                         seats, devices = seats + line.seats, devices + line.devices

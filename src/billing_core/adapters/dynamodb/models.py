@@ -4,6 +4,8 @@ Item layout (pk / sk):
   PARTNER#<partner_id>   / PLAN                         the partner's plan (VersionAttribute)
   PARTNER#<partner_id>   / PAYMENT#<purpose>#<attempt>  one item per successful payment, written once
   PARTNER#<partner_id>   / AUDIT#<occurred_at>#<uuid>   append-only audit trail
+  PARTNER#<partner_id>   / WORKSPACE#<created>#<ws_id>  the partner's workspace, written with it once: the
+                                                         strongly consistent listing (a GSI cannot be)
   WORKSPACE#<ws_id>      / WORKSPACE                    a workspace (VersionAttribute); gsi1 lists by partner
 
 Table names come from settings at run time (``bind_billing_table``), not from import-time constants.
@@ -128,10 +130,27 @@ class WorkspaceItem(Model):
     created_at = UTCDateTimeAttribute()
     joined_plan_at = UTCDateTimeAttribute(null=True)
     licence_ended_on = UnicodeAttribute(null=True)  # YYYY-MM-DD
+    # [{"from": ISO instant, "edition": ..., "max_devices": n}, ...], oldest first (bounded, see the domain).
+    licence_history: JSONAttribute = JSONAttribute(default=list)
     gsi1pk = UnicodeAttribute()
     gsi1sk = UnicodeAttribute()
     version = VersionAttribute()
     partner_items = PartnerItemsIndex()
+
+
+class PartnerWorkspaceItem(Model):
+    """PARTNER#<partner_id> / WORKSPACE#<created_at>#<ws_id>: which workspaces a partner has, in creation order."""
+
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    workspace_id = UnicodeAttribute()
+
+
+def partner_workspace_sk(created_at_iso: str, workspace_id: str) -> str:
+    return f"WORKSPACE#{created_at_iso}#{workspace_id}"
 
 
 class InvoiceItem(Model):
@@ -162,7 +181,14 @@ class InvoiceItem(Model):
     version = VersionAttribute()
 
 
-BILLING_MODELS: tuple[type[Model], ...] = (PlanItem, PaymentItem, AuditItem, WorkspaceItem, InvoiceItem)
+BILLING_MODELS: tuple[type[Model], ...] = (
+    PlanItem,
+    PaymentItem,
+    AuditItem,
+    WorkspaceItem,
+    PartnerWorkspaceItem,
+    InvoiceItem,
+)
 
 
 def bind_billing_table(table_name: str, region: str) -> None:

@@ -18,22 +18,25 @@ from pynamodb.transactions import TransactWrite
 
 from billing_core.adapters.dynamodb.models import (
     AuditItem,
+    PartnerWorkspaceItem,
     PaymentItem,
     PlanItem,
     WorkspaceItem,
     partner_pk,
+    partner_workspace_sk,
     workspace_pk,
 )
 from billing_core.domain.audit import AuditEvent
-from billing_core.domain.calendar import BillingMonth, to_iso
+from billing_core.domain.calendar import BillingMonth, parse_iso, to_iso
 from billing_core.domain.errors import ConcurrentModification
 from billing_core.domain.payments import PaymentRecord
 from billing_core.domain.plan import Plan, PlanState
-from billing_core.domain.workspace import Workspace
+from billing_core.domain.workspace import LicenceTerm, Workspace
 
 PLAN_SK = "PLAN"
 CHARGEABLE = "LIVE"
 WORKSPACE_SK = "WORKSPACE"
+BATCH_GET_LIMIT = 100  # DynamoDB's BatchGetItem maximum
 
 
 def audit_item(event: AuditEvent) -> AuditItem:
@@ -153,12 +156,22 @@ class DynamoBillingStore:
         return workspace_from_item(item)
 
     def list_workspaces(self, partner_id: str) -> list[Workspace]:
-        return [
-            workspace_from_item(item)
-            for item in WorkspaceItem.partner_items.query(
-                partner_pk(partner_id), WorkspaceItem.gsi1sk.startswith("WORKSPACE#")
-            )
-        ]
+        """Every workspace of the partner, in creation order, strongly consistent: the monthly run and the
+        end-of-plan finaliser decide money on it, so a workspace created a moment ago must be in it (the
+        PartnerItems GSI is only eventually consistent). One query of the partner's pointers, then
+        consistent batch reads of the workspaces."""
+        pointers = PartnerWorkspaceItem.query(
+            partner_pk(partner_id), PartnerWorkspaceItem.sk.startswith("WORKSPACE#"), consistent_read=True
+        )
+        order = [pointer.workspace_id for pointer in pointers]
+        found: dict[str, Workspace] = {}
+        for start in range(0, len(order), BATCH_GET_LIMIT):
+            keys = [
+                (workspace_pk(workspace_id), WORKSPACE_SK) for workspace_id in order[start : start + BATCH_GET_LIMIT]
+            ]
+            for item in WorkspaceItem.batch_get(keys, consistent_read=True):
+                found[item.workspace_id] = workspace_from_item(item)
+        return [found[workspace_id] for workspace_id in order if workspace_id in found]
 
     def save_workspace(self, workspace: Workspace, *, audit: AuditEvent) -> Workspace:
         item = WorkspaceItem(
@@ -173,13 +186,24 @@ class DynamoBillingStore:
             created_at=workspace.created_at,
             joined_plan_at=workspace.joined_plan_at,
             licence_ended_on=_iso_or_none(workspace.licence_ended_on),
+            licence_history=[
+                {"from": to_iso(term.effective_from), "edition": term.edition, "max_devices": term.max_devices}
+                for term in workspace.licence_history
+            ],
             gsi1pk=partner_pk(workspace.partner_id),
-            gsi1sk=f"WORKSPACE#{to_iso(workspace.created_at)}#{workspace.workspace_id}",
+            gsi1sk=partner_workspace_sk(to_iso(workspace.created_at), workspace.workspace_id),
         )
         if workspace.version is not None:
             item.version = workspace.version
         with self._transaction(f"workspace {workspace.workspace_id}") as transaction:
             transaction.save(item)
+            if workspace.version is None:  # created: the partner's pointer to it, once
+                pointer = PartnerWorkspaceItem(
+                    pk=partner_pk(workspace.partner_id),
+                    sk=partner_workspace_sk(to_iso(workspace.created_at), workspace.workspace_id),
+                    workspace_id=workspace.workspace_id,
+                )
+                transaction.save(pointer, condition=PartnerWorkspaceItem.pk.does_not_exist())
             transaction.save(audit_item(audit), condition=AuditItem.pk.does_not_exist())
         return replace(workspace, version=item.version)
 
@@ -217,6 +241,10 @@ def workspace_from_item(item: WorkspaceItem) -> Workspace:
         max_devices=int(item.max_devices) if item.max_devices is not None else None,
         joined_plan_at=item.joined_plan_at,
         licence_ended_on=_date_or_none(item.licence_ended_on),
+        licence_history=tuple(
+            LicenceTerm(parse_iso(term["from"]), term["edition"], int(term["max_devices"]))
+            for term in item.licence_history or ()
+        ),
         version=item.version,
     )
 

@@ -22,7 +22,7 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from billing_core.adapters.dynamodb.models import PlanItem, WorkspaceItem, partner_pk, workspace_pk
-from billing_core.adapters.dynamodb.repositories import PLAN_SK, WORKSPACE_SK, workspace_from_item
+from billing_core.adapters.dynamodb.repositories import BATCH_GET_LIMIT, PLAN_SK, WORKSPACE_SK, workspace_from_item
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import TransientFailure
 from billing_core.domain.invoicing import LateDevices
@@ -41,7 +41,6 @@ RETRYABLE_CODES = frozenset(
         "TransactionConflictException",
     }
 )
-BATCH_GET_LIMIT = 100
 T = TypeVar("T")
 
 
@@ -223,14 +222,21 @@ class DynamoUsageStore:
 
     def recorded_devices(self, workspace_id: str, month: BillingMonth, *, billable: bool) -> list[RecordedDevice]:
         pk = device_month_pk(workspace_id, month, Billability.BILLABLE if billable else Billability.NOT_ON_PLAN)
+        # Consistent: the usage report must list exactly the devices the invoice counted (consistently).
         items = _retryable(
-            lambda: list(DeviceMonthItem.query(pk, attributes_to_get=["sk", "first_seen_at"])), "reading devices"
+            lambda: list(DeviceMonthItem.query(pk, attributes_to_get=["sk", "first_seen_at"], consistent_read=True)),
+            "reading devices",
         )
         return [RecordedDevice(item.sk.removeprefix("DEV#"), item.first_seen_at) for item in items]
 
     def late_devices(self, partner_id: str, bill_in: BillingMonth) -> list[LateDevices]:
         items = _retryable(
-            lambda: list(LateUsageItem.query(f"LATE#{partner_id}", LateUsageItem.sk.startswith(f"{bill_in}#"))),
+            # Strongly consistent: the run reads it right after closing the month, and what it misses is unbilled.
+            lambda: list(
+                LateUsageItem.query(
+                    f"LATE#{partner_id}", LateUsageItem.sk.startswith(f"{bill_in}#"), consistent_read=True
+                )
+            ),
             "reading late usage",
         )
         counts = Counter((BillingMonth.parse(item.month), item.workspace_id) for item in items)
@@ -254,7 +260,11 @@ class DynamoWorkspaceDirectory:
         keys = [(workspace_pk(workspace_id), WORKSPACE_SK) for workspace_id in sorted(workspace_ids)]
         found: dict[str, Workspace | None] = {}
         for chunk in _chunks(keys, BATCH_GET_LIMIT):
-            items = _retryable(lambda chunk=chunk: list(WorkspaceItem.batch_get(chunk)), "reading workspaces")  # type: ignore[misc]
+            # Consistent: a workspace created a moment ago must not have its first devices recorded as unknown.
+            items = _retryable(
+                lambda chunk=chunk: list(WorkspaceItem.batch_get(chunk, consistent_read=True)),  # type: ignore[misc]
+                "reading workspaces",
+            )
             found.update((item.workspace_id, workspace_from_item(item)) for item in items)
         return found
 
