@@ -103,7 +103,9 @@ def up(
         deliveries = ", ".join(f"{p.source.queue_logical_id} -> {p.source.function_logical_id}" for p in pollers)
         console.print(f"[green]✓[/] Queue deliveries from template.yaml: {deliveries or 'none'}")
         console.print(f"[green]✓[/] Partner API on {api.url} (ready in {time.monotonic() - started_at:.1f}s)\n")
-        console.print(render_walkthrough(demo, api.url, moto_port), highlight=False, soft_wrap=True)
+        console.print(
+            render_walkthrough(demo, api.url, moto_port, stack.config.clock_file), highlight=False, soft_wrap=True
+        )
         if serve:
             _serve_until_stopped(stopping)
     except KeyboardInterrupt:

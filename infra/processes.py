@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 
@@ -17,6 +20,20 @@ def require_tool(name: str, why: str) -> str:
     if path is None:
         raise LocalStackError(f"`{name}` was not found on PATH; it is needed {why}.")
     return path
+
+
+_PR_SET_PDEATHSIG = 1
+# Loaded in the parent: between fork and exec the child should only call, not load a library.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def terminate_with_parent() -> None:
+    """``preexec_fn`` of a server child: the kernel sends it SIGTERM when the process that started it dies,
+    however it dies (a killed test, a crashed CLI), so no DynamoDB Local is ever left holding a port.
+    Linux only (prctl); elsewhere a no-op. The signal follows the starting *thread*: start children from
+    a thread that lives as long as the stack (the main thread does)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def require_free_port(port: int, what: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.schemas import CreateWorkspaceRequest
@@ -20,11 +21,13 @@ class AgentStep:
     workspace_id: str
     device_ids: tuple[str, ...]
 
-    def command(self, moto_port: int) -> str:
+    def command(self, moto_port: int, clock_file: Path) -> str:
+        # The stack's own clock file: an in-memory stack starts at today on a clock of its own, whatever
+        # an earlier demo left in the default one.
         devices = " ".join(f"--device {shlex.quote(d)}" for d in self.device_ids)
         return (
-            f".venv/bin/msp-billing send-report --moto-port {moto_port} --workspace {self.workspace_id} "
-            f"{devices} --wait"
+            f".venv/bin/msp-billing send-report --moto-port {moto_port} --clock-file {shlex.quote(str(clock_file))} "
+            f"--workspace {self.workspace_id} {devices} --wait"
         )
 
 
@@ -126,7 +129,7 @@ def seed_demo_partner() -> DemoPartner:
     )
 
 
-def render_walkthrough(demo: DemoPartner, api_url: str, moto_port: int) -> str:
+def render_walkthrough(demo: DemoPartner, api_url: str, moto_port: int, clock_file: Path) -> str:
     lines = [
         f"Demo partner {demo.partner_id} is seeded. Try the partner API (expected status after each body):",
         "",
@@ -135,7 +138,7 @@ def render_walkthrough(demo: DemoPartner, api_url: str, moto_port: int) -> str:
     ]
     for number, step in enumerate(demo.steps(), start=1):
         if isinstance(step, AgentStep):
-            lines += [f"# {number}. {step.title}", step.command(moto_port), ""]
+            lines += [f"# {number}. {step.title}", step.command(moto_port, clock_file), ""]
         else:
             lines += [f"# {number}. {step.title}  -> {step.expected_status}", step.curl(api_url), ""]
     lines += [

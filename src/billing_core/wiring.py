@@ -1,8 +1,8 @@
 """Builds the services once per process (a Lambda cold start) from the settings.
 
-Each service is built on first use, so a function pays at cold start only for the adapters it uses:
-the workspaces and meter functions never import Powertools Idempotency (and with it boto3) or a
-payment SDK.
+Each service is built, and its module imported, on first use, so a function pays at cold start only for
+the services and adapters it uses: the workspaces and meter functions never import Powertools
+Idempotency (and with it boto3), a payment SDK, or another function's service.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from billing_core.adapters.dynamodb.repositories import DynamoBillingStore
 from billing_core.adapters.dynamodb.usage import DynamoUsageStore, DynamoWorkspaceDirectory, bind_usage_table
 from billing_core.domain.pricing import PriceList, price_list
 from billing_core.ports import Clock, Mailer, PaymentProvider
-from billing_core.services.activation import ActivationService
-from billing_core.services.cancellation import CancellationService
-from billing_core.services.history import BillingHistoryService
-from billing_core.services.metering import MeteringService
-from billing_core.services.monthly_charge import MonthlyChargeService, MonthlyRunDispatcher
-from billing_core.services.workspaces import WorkspaceService
 from billing_core.settings import BillingSettings
 
 if TYPE_CHECKING:
     from billing_core.adapters.idempotency import PowertoolsIdempotencyGuard
     from billing_core.adapters.s3_reports import S3UsageReports
+    from billing_core.services.activation import ActivationService
+    from billing_core.services.cancellation import CancellationService
+    from billing_core.services.history import BillingHistoryService
+    from billing_core.services.metering import MeteringService
+    from billing_core.services.monthly_charge import MonthlyChargeService, MonthlyRunDispatcher
+    from billing_core.services.workspaces import WorkspaceService
 
 
 class Services:
@@ -55,6 +55,8 @@ class Services:
 
     @functools.cached_property
     def activation(self) -> ActivationService:
+        from billing_core.services.activation import ActivationService
+
         return ActivationService(
             plans=self.store,
             workspaces=self.store,
@@ -68,10 +70,14 @@ class Services:
 
     @functools.cached_property
     def workspaces(self) -> WorkspaceService:
+        from billing_core.services.workspaces import WorkspaceService
+
         return WorkspaceService(plans=self.store, workspaces=self.store, clock=self.clock, prices=self.prices)
 
     @functools.cached_property
     def metering(self) -> MeteringService:
+        from billing_core.services.metering import MeteringService
+
         return MeteringService(self.usage, DynamoWorkspaceDirectory(), self.clock)
 
     @functools.cached_property
@@ -98,6 +104,8 @@ class Services:
 
     @functools.cached_property
     def monthly_charge(self) -> MonthlyChargeService:
+        from billing_core.services.monthly_charge import MonthlyChargeService
+
         return MonthlyChargeService(
             plans=self.store,
             workspaces=self.store,
@@ -113,6 +121,7 @@ class Services:
     @functools.cached_property
     def monthly_run(self) -> MonthlyRunDispatcher:
         from billing_core.adapters.sqs_charge_queue import SqsChargeQueue
+        from billing_core.services.monthly_charge import MonthlyRunDispatcher
 
         queue = SqsChargeQueue(_required(self.settings.charge_queue_url, "CHARGE_QUEUE_URL"))
         return MonthlyRunDispatcher(partners=self.store, queue=queue, clock=self.clock)
@@ -120,6 +129,7 @@ class Services:
     @functools.cached_property
     def cancellation(self) -> CancellationService:
         from billing_core.adapters.plan_end_scheduler import EventBridgePlanEndSchedules
+        from billing_core.services.cancellation import CancellationService
 
         schedules = EventBridgePlanEndSchedules(
             function_arn=_required(self.settings.plan_end_function_arn, "PLAN_END_FUNCTION_ARN"),
@@ -138,6 +148,8 @@ class Services:
 
     @functools.cached_property
     def history(self) -> BillingHistoryService:
+        from billing_core.services.history import BillingHistoryService
+
         return BillingHistoryService(invoices=self.invoices, reports=self.usage_reports)
 
 
@@ -150,4 +162,4 @@ def _required(value: str | None, variable: str) -> str:
 @functools.cache
 def services() -> Services:
     """The process-wide services, configured from the environment on first use."""
-    return Services(BillingSettings())  # type: ignore[call-arg]  # fields come from the environment
+    return Services(BillingSettings.from_environment())

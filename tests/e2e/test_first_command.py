@@ -65,8 +65,38 @@ def running_system() -> Iterator[tuple[subprocess.Popen[str], list[str], list[st
         drain.start()
         yield process, output, rest, drain
     finally:
-        if process.poll() is None:
+        stop_gently(process)
+
+
+def stop_gently(process: subprocess.Popen[str]) -> None:
+    """Ctrl-C first, so the stack stops its own servers; kill only what does not stop."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             process.kill()
+            process.wait(timeout=10)
+
+
+def children_of(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (2nd field) may hold spaces; the parent id is the 2nd field after it.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def is_running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_walkthrough_works_over_http_and_ctrl_c_stops_cleanly(
@@ -102,6 +132,37 @@ def test_walkthrough_works_over_http_and_ctrl_c_stops_cleanly(
     assert process.wait(timeout=30) == 0
     drain.join(timeout=5)
     assert any("Stopped the local stack." in line for line in rest)
+
+
+def test_a_killed_stack_leaves_no_dynamodb_local_behind() -> None:
+    """A test that fails (or a CLI that is killed) must not orphan DynamoDB Local holding its port."""
+    dynamodb_port = free_port()
+    process = subprocess.Popen(
+        [
+            MSP_BILLING,
+            "up",
+            "--in-memory",
+            f"--api-port={free_port()}",
+            f"--dynamodb-port={dynamodb_port}",
+            f"--moto-port={free_port()}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "10000"},
+    )
+    try:
+        read_until(process, "Serving.")
+        java = [pid for pid in children_of(process.pid) if "java" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(java) == 1
+        process.kill()  # SIGKILL: no handler of ours runs
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while is_running(java[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not is_running(java[0]), "DynamoDB Local outlived the stack that started it"
+    finally:
+        stop_gently(process)
 
 
 def test_a_taken_port_is_a_clear_error() -> None:

@@ -36,7 +36,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
 @pytest.fixture(scope="session")
 def settings(local_stack: LocalStack) -> BillingSettings:
-    return BillingSettings()  # type: ignore[call-arg]
+    return BillingSettings.from_environment()
 
 
 @pytest.fixture(scope="session")

@@ -130,7 +130,7 @@ def test_dispatcher_and_worker_entry_points(local_stack: LocalStack) -> None:
     dispatch = load_handler(code, "app.dispatch", "monthly_charge_dispatch_under_test")
     charge = load_handler(code, "app.charge", "monthly_charge_charge_under_test")
     partner = new_partner_id()
-    Services(BillingSettings()).activation.activate_monthly_billing(  # type: ignore[call-arg]
+    Services(BillingSettings.from_environment()).activation.activate_monthly_billing(
         PartnerIdentity(partner, Role.OWNER, "o"), "k", ActivatePlanRequest(payment_method="pm_card_visa")
     )
     result = dispatch({"month": "2026-10"}, LocalLambdaContext("dispatch"))
