@@ -4,10 +4,12 @@ unit per rounded amount (each change credit, and each period a term end cut shor
 
 The delivered price comes from an independent oracle kept in plain numbers: its own copy of the price
 list and promotions, its own calendar arithmetic, and the timeline of cycles the accepted changes put in
-force (a scheduled change from the next period start, an immediate change from its day, which also
-drops a pending scheduled change). Each delivered day is worth the unit price x quantity / the days of
-the full billing period it falls in (exact fractions). The run also checks that the charged periods
-tile the delivered days (no gap, no day charged twice) and that no credit exceeds its charge.
+force (a scheduled change from the next period start, at the list price without promotion; an
+immediate change from its day, with the best promotion eligible then, which also drops a pending
+scheduled change; a renewal keeps a promotion only while it still runs). Each delivered day is worth the
+unit price x quantity / the days of the full billing period it falls in (exact fractions). The run also
+checks that the charged periods tile the delivered days (no gap, no day charged twice) and that no credit
+exceeds its charge.
 
 ``PROPERTY_EXAMPLES`` (default 400) sizes the run; ``PROPERTY_RESULTS=path.json`` writes the figures.
 """
@@ -75,11 +77,10 @@ def plus_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
-def unit_price(sku: str, term: str, frequency: str, on: date) -> int:
-    percent = max(
-        (p for s, t, p, first, last in PROMOTIONS if s == sku and t == term and first <= on <= last), default=0
-    )
-    return round(Fraction(LIST_PRICES[sku][(term, frequency)] * (100 - percent), 100))  # half to even
+def best_promotion(sku: str, term: str, on: date) -> tuple[int, date] | None:
+    """(percent off, last day) of the best promotion running on ``on``."""
+    running = [(p, last) for s, t, p, first, last in PROMOTIONS if s == sku and t == term and first <= on <= last]
+    return max(running) if running else None
 
 
 @dataclass
@@ -91,13 +92,36 @@ class Segment:
     base: int
     term: str
     frequency: str
-    unit: int
+    list_unit: int
+    promotion: tuple[int, date] | None  # (percent off, last day)
+
+    def unit(self, start_offset: int) -> int:
+        """The unit price of the period starting ``start_offset`` months after the anchor: the promotion
+        counts until a renewal (a term boundary) after its last day."""
+        term = MONTHS[self.term]
+        renewals = [r for r in range(term, start_offset + 1, term)]
+        percent = 0
+        if self.promotion is not None:
+            percent, last = self.promotion
+            if renewals and plus_months(self.anchor, renewals[-1]) > last:
+                percent = 0
+        return round(Fraction(self.list_unit * (100 - percent), 100))  # half to even
 
 
 class Oracle:
     def __init__(self, sku: str, quantity: int, term: str, frequency: str, bought: date) -> None:
         self.sku, self.quantity = sku, quantity
-        self.segments = [Segment(bought, bought, 0, term, frequency, unit_price(sku, term, frequency, bought))]
+        self.segments = [
+            Segment(
+                bought,
+                bought,
+                0,
+                term,
+                frequency,
+                LIST_PRICES[sku][(term, frequency)],
+                best_promotion(sku, term, bought),
+            )
+        ]
         self.pending: Segment | None = None
         self.cut_periods: set[tuple[int, int]] = set()
 
@@ -124,13 +148,15 @@ class Oracle:
         segment = self.current(today)
         _, end, _ = self.period_of(segment, today)
         starts = plus_months(segment.anchor, end)
-        unit = unit_price(self.sku, segment.term, frequency, starts)
-        self.pending = Segment(starts, segment.anchor, end, segment.term, frequency, unit)
+        # A change removes the promotion: the new frequency is billed at the list price.
+        unit = LIST_PRICES[self.sku][(segment.term, frequency)]
+        self.pending = Segment(starts, segment.anchor, end, segment.term, frequency, unit, None)
 
     def immediate(self, term: str, frequency: str, today: date) -> None:
         self.settle(today)
         self.pending = None
-        self.segments.append(Segment(today, today, 0, term, frequency, unit_price(self.sku, term, frequency, today)))
+        unit = LIST_PRICES[self.sku][(term, frequency)]
+        self.segments.append(Segment(today, today, 0, term, frequency, unit, best_promotion(self.sku, term, today)))
 
     def delivered_value(self, until: date) -> Fraction:
         """The price of every day from the purchase until ``until`` (exclusive)."""
@@ -143,7 +169,7 @@ class Oracle:
                 start, end, full = self.period_of(segment, day)
                 if end - start < MONTHS[segment.frequency]:
                     self.cut_periods.add((index, start))
-                total += Fraction(segment.unit * self.quantity, full)
+                total += Fraction(segment.unit(start) * self.quantity, full)
                 day += timedelta(days=1)
         return total
 
@@ -206,7 +232,7 @@ def test_charges_minus_credits_equal_the_price_of_the_service_delivered(
         except ChangeNotAllowed as refused:
             FIGURES[f"refused.{refused.code}"] += 1
 
-    sub = sub.materialise(today + timedelta(days=tail))
+    sub = sub.materialise(today + timedelta(days=tail), PRICE_LIST_2026_01)
     charges = sub.charges
     periods = sorted((c for c in charges if c.kind is ChargeKind.PERIOD), key=lambda c: (c.period_start, c.seq))
     until = max(c.period_end for c in periods if c.ended_on is None)

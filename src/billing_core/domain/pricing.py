@@ -95,6 +95,37 @@ class PriceList:
     def promotion(self, code: str) -> Promotion | None:
         return next((p for p in self.promotions if p.code == code), None)
 
+    def sells(self, sku: str, cycle: Cycle, currency: str) -> bool:
+        """Whether the offer is on this list: what seed 002's "on the current price list" asks of a
+        subscription (the offer is still sold), whatever list version the subscription was priced from."""
+        return self.licence_price(sku, cycle, currency) is not None
+
+    def on(self, day: date) -> PriceList:
+        """A single list is in effect every day (see ``PriceBook`` for several)."""
+        return self
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    """Every published price list with the first day it is in effect. A period is priced from the list in
+    effect on the day it starts (a renewal re-prices from the list then current); a published list never
+    changes, a new version is added with a later effective day."""
+
+    lists: tuple[tuple[date, PriceList], ...]
+
+    def __post_init__(self) -> None:
+        days = [day for day, _ in self.lists]
+        if not days or days != sorted(set(days)):
+            raise ValueError("a price book needs lists with distinct effective days, in order")
+
+    def on(self, day: date) -> PriceList:
+        """The list in effect on ``day`` (before the first list's day: the first list)."""
+        current = self.lists[0][1]
+        for effective, prices in self.lists:
+            if effective <= day:
+                current = prices
+        return current
+
 
 M, A, T = BillingFrequency.MONTHLY, BillingFrequency.ANNUAL, BillingFrequency.TRIENNIAL
 P1M_MONTHLY, P1Y_MONTHLY, P1Y_ANNUAL = Cycle(Term.P1M, M), Cycle(Term.P1Y, M), Cycle(Term.P1Y, A)

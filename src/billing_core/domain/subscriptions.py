@@ -7,16 +7,22 @@ of the calendar month the period starts in. Periods are month offsets from the s
 subscription (its *charge schedule*): a change credits from the amount actually charged for the period
 it cuts short, never from today's price, and never more than what is left of that charge.
 
-Changes apply to the whole order (every subscription and add-on in it):
+Changes apply to the whole order (every subscription and add-on in it). The order records the commerce
+experience it was bought under, and that decides which changes it may make:
 
-- scheduled (frequency only): takes effect when the next billing period starts; the term and its
-  periods are not reset; the new frequency is billed at the current list price;
-- immediate (a longer term, with a billing frequency): a new term starts today; the unused days of the
-  current period are credited, the first period of the new term is charged at the current list price.
+- new experience, scheduled (frequency only): takes effect when the next billing period starts; the
+  term and its periods are not reset; the new frequency is billed at the current list price, without
+  promotion; it can be withdrawn until it takes effect;
+- new experience, immediate (a longer term, with a billing frequency): a new term starts today; the
+  unused days of the current period are credited, the first period of the new term is charged at the
+  current list price; the promotion stays if it is eligible for the new term, else another eligible one
+  applies by itself (the seed's note on term changes);
+- legacy experience (frequency only, immediate): the term is reset to 12 months from today at the
+  current list price without promotion; the unused days are credited and the new period is charged.
 
-Either change removes the subscription's promotion (the best promotion eligible for the new cycle then
-applies by itself), resets the price to the current price list, keeps the subscription id, is free of
-charge and can be repeated. An immediate change deletes a pending scheduled change.
+Every change keeps the subscription id, is free of charge and can be repeated; an immediate change
+deletes a pending scheduled change. A renewal (the next term of the same cycle) re-prices from the list
+in effect on its first day; a promotion survives it only while it still runs.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from billing_core.domain.errors import Conflict, InvalidRequest
 from billing_core.domain.invoicing import InvoiceLine, LineKind, SubscriptionLineDetail
 from billing_core.domain.money import Money
 from billing_core.domain.periods import add_months, months_offset_on_or_before
-from billing_core.domain.pricing import PriceList
+from billing_core.domain.pricing import PriceBook, PriceList
 from billing_core.domain.proration import days_between, prorate, scale
 
 BASIS_POINTS = 10_000
@@ -69,9 +75,21 @@ IMMEDIATE_TERM_CHANGES: dict[Cycle, frozenset[Cycle]] = {
 }
 
 
+# A period is priced from the list in effect on the day it starts: one list, or a book of effective-dated lists.
+Prices = PriceList | PriceBook
+
+
+class CommerceExperience(StrEnum):
+    """Seed 002 describes two: which one an order was bought under decides the changes it may make."""
+
+    NEW = "new"  # scheduled frequency-only changes; immediate changes to a longer term
+    LEGACY = "legacy"  # immediate frequency changes that reset the term to 12 months
+
+
 class ChangeMode(StrEnum):
-    SCHEDULED = "scheduled"
-    IMMEDIATE = "immediate"
+    SCHEDULED = "scheduled"  # new experience: the billing frequency, from the next billing period
+    IMMEDIATE = "immediate"  # new experience: a longer term (with a billing frequency), from today
+    LEGACY_FREQUENCY = "legacy_frequency"  # legacy experience: the billing frequency now, term reset to P1Y
 
 
 class SubscriptionState(StrEnum):
@@ -201,12 +219,13 @@ class Subscription:
         return self.state is SubscriptionState.ACTIVE and day >= self.anchor and (expires is None or day < expires)
 
     # -- the charge schedule ---------------------------------------------------------------------
-    def materialise(self, through: date) -> Subscription:
+    def materialise(self, through: date, prices: Prices) -> Subscription:
         """Add every billing period starting on or before ``through`` to the charge schedule.
 
-        Deterministic: the result depends only on the subscription's state, never on when it is
-        computed, so the monthly run and every change see the same charges. Every state change first
-        materialises through its own day, so a period is always charged with the state it started in."""
+        Deterministic: the result depends only on the subscription's state and the published price lists
+        (never rewritten), never on when it is computed, so the monthly run and every change see the same
+        charges. Every state change first materialises through its own day, so a period is always charged
+        with the state it started in. A period that starts a new term (a renewal) is re-priced first."""
         sub = self
         while sub.state is SubscriptionState.ACTIVE:
             start = sub.next_offset
@@ -223,6 +242,8 @@ class Subscription:
                     price=pending.price,
                     pending_change=None,
                 )
+            if start > 0 and start % sub.cycle.term.months == 0:
+                sub = replace(sub, price=sub.renewal_price(prices.on(sub.boundary(start))))
             sub = sub._charge_period(start)
         return sub
 
@@ -253,13 +274,29 @@ class Subscription:
         )
         return replace(self, charges=(*self.charges, charge), next_offset=end)
 
-    def charges_billed_in(self, month: BillingMonth) -> list[Charge]:
-        """What the invoice of ``month`` carries for this subscription."""
-        return [c for c in self.materialise(month.last_day).charges if c.bill_month == month]
+    def renewal_price(self, prices: PriceList) -> PriceSnapshot:
+        """The price of a renewed term: the list price then current, and the promotion only if that list
+        still runs it for this offer on the renewal day. An offer no longer sold renews at the list price
+        it was last billed at (existing subscriptions are never cut off by a new price list)."""
+        renewal_day = self.boundary(self.next_offset)
+        price = prices.licence_price(self.sku, self.cycle, self.price.currency)
+        base = (
+            PriceSnapshot(prices.version, self.price.currency, price.amount_minor)
+            if price is not None
+            else replace(self.price, promotion=None, percent_off_basis_points=0)
+        )
+        promotion = prices.promotion(self.price.promotion) if self.price.promotion else None
+        if promotion is not None and promotion.applies_to(self.sku, self.cycle, renewal_day):
+            return replace(base, promotion=promotion.code, percent_off_basis_points=promotion.percent_off_basis_points)
+        return base
 
-    def current_period(self, day: date) -> Charge | None:
+    def charges_billed_in(self, month: BillingMonth, prices: Prices) -> list[Charge]:
+        """What the invoice of ``month`` carries for this subscription."""
+        return [c for c in self.materialise(month.last_day, prices).charges if c.bill_month == month]
+
+    def current_period(self, day: date, prices: Prices) -> Charge | None:
         """The period charge that covers ``day`` (after materialising through it)."""
-        for charge in reversed(self.materialise(day).charges):
+        for charge in reversed(self.materialise(day, prices).charges):
             if (
                 charge.kind is ChargeKind.PERIOD
                 and charge.ended_on is None
@@ -268,9 +305,9 @@ class Subscription:
                 return charge
         return None
 
-    def next_period_start(self, today: date) -> date | None:
+    def next_period_start(self, today: date, prices: Prices) -> date | None:
         """When the next billing period starts (None: the subscription ends first)."""
-        sub = self.materialise(today)
+        sub = self.materialise(today, prices)
         if sub.state is not SubscriptionState.ACTIVE:
             return None
         if sub.ends_at_offset is not None and sub.next_offset >= sub.ends_at_offset:
@@ -278,8 +315,8 @@ class Subscription:
         return sub.boundary(sub.next_offset)
 
     # -- renewal ---------------------------------------------------------------------------------
-    def set_renewal(self, auto_renew: bool, today: date) -> Subscription:
-        sub = self.materialise(today)
+    def set_renewal(self, auto_renew: bool, today: date, prices: Prices) -> Subscription:
+        sub = self.materialise(today, prices)
         if sub.state is not SubscriptionState.ACTIVE:
             raise Conflict(f"subscription {self.subscription_id} has expired", code="subscription_not_active")
         if auto_renew:
@@ -296,6 +333,7 @@ class Order:
     owner: Owner
     subscription_ids: tuple[str, ...]
     created_at: datetime
+    experience: CommerceExperience = CommerceExperience.NEW
     # Exactly-once creation and changes: the request fingerprint of the order's Idempotency-Key, and the
     # keys of the latest changes applied (a replayed change answers without changing anything again).
     request_fingerprint: str = ""
@@ -331,12 +369,35 @@ class OrderLine:
     add_on_of_field: str | None = None  # the line of its base (add-ons follow their base's cycle)
 
 
-def list_price_snapshot(prices: PriceList, sku: str, cycle: Cycle, currency: str, day: date) -> PriceSnapshot | None:
-    """The current list price of ``sku`` on ``cycle`` with the best promotion eligible on ``day``."""
+class PromotionRule(StrEnum):
+    """Which promotion a new price carries (seed 002: a change removes promotions; only a term change
+    keeps an eligible one or takes another eligible one by itself)."""
+
+    BEST_ELIGIBLE = "best_eligible"  # at purchase
+    KEEP_OR_BEST_ELIGIBLE = "keep_or_best_eligible"  # an immediate term change (new experience)
+    NONE = "none"  # a frequency change, scheduled or legacy
+
+
+def list_price_snapshot(
+    prices: PriceList,
+    sku: str,
+    cycle: Cycle,
+    currency: str,
+    day: date,
+    rule: PromotionRule = PromotionRule.BEST_ELIGIBLE,
+    current_promotion: str | None = None,
+) -> PriceSnapshot | None:
+    """The list price of ``sku`` on ``cycle`` on ``prices`` with the promotion ``rule`` gives on ``day``."""
     price = prices.licence_price(sku, cycle, currency)
     if price is None:
         return None
-    promotion = prices.best_promotion(sku, cycle, day)
+    kept = prices.promotion(current_promotion) if current_promotion else None
+    if rule is PromotionRule.NONE:
+        promotion = None
+    elif rule is PromotionRule.KEEP_OR_BEST_ELIGIBLE and kept is not None and kept.applies_to(sku, cycle, day):
+        promotion = kept
+    else:
+        promotion = prices.best_promotion(sku, cycle, day)
     return PriceSnapshot(
         prices.version,
         currency,
@@ -378,6 +439,13 @@ def new_subscriptions(
                 raise InvalidRequest.for_field(
                     f"{line.field}.sku", f"{sku.code} is an add-on for {allowed}, not for {base_line.sku}"
                 )
+            if line.cycle != base_line.cycle:
+                # Seed 002 changes an add-on with its base: they must share the cycle (and, one order, one currency).
+                what = "term" if line.cycle.term is not base_line.cycle.term else "billing_frequency"
+                raise InvalidRequest.for_field(
+                    f"{line.field}.{what}",
+                    f"an add-on is billed on its base subscription's cycle {base_line.cycle}, not {line.cycle}",
+                )
         elif sku.is_add_on:
             raise InvalidRequest.for_field(
                 f"{line.field}.sku", f"{sku.code} is an add-on: order it under add_ons of its base subscription"
@@ -399,7 +467,7 @@ def new_subscriptions(
             created_at=now,
             add_on_of=base_id,
         )
-        made.append(subscription.materialise(today))
+        made.append(subscription.materialise(today, prices))
     return made
 
 
@@ -448,26 +516,27 @@ def prerequisite_refusals(
         refusals.append(Refusal("plan_not_active", "the partner's monthly billing plan is not active"))
     for sub in subscriptions:
         name = sub.subscription_id
-        if not sub.materialise(today).active_on(today):
+        if not sub.materialise(today, prices).active_on(today):
             refusals.append(Refusal("subscription_not_active", f"{name} is not active"))
         sku = prices.catalog.skus.get(sub.sku)
         if sku is None or prices.catalog.product_of(sub.sku).kind is not ProductKind.LICENCE:
             refusals.append(Refusal("not_licence_based", f"{name} ({sub.sku}) is not a licence-based offer"))
         elif sku.trial or sub.price.list_unit_minor == 0:
             refusals.append(Refusal("not_paid", f"{name} ({sub.sku}) is a free trial, not a paid subscription"))
-        if sub.price.price_list_version != prices.version:
+        if not prices.sells(sub.sku, sub.cycle, sub.price.currency):
+            # "On the current price list": the offer is still sold, whichever list version priced it.
             refusals.append(
                 Refusal(
                     "not_on_current_price_list",
-                    f"{name} is billed from price list {sub.price.price_list_version}, "
-                    f"not the current {prices.version}",
+                    f"{name}: {sub.sku} as {sub.cycle} in {sub.price.currency} is no longer sold "
+                    f"on the current price list {prices.version}",
                 )
             )
         if sub.price.promotion is not None:
             promotion = prices.promotion(sub.price.promotion)
             if promotion is None or not promotion.active_on(today):
                 refusals.append(Refusal("promotion_ended", f"the promotion {sub.price.promotion} of {name} has ended"))
-    cycles = {(sub.cycle, sub.anchor, sub.materialise(today).next_offset) for sub in subscriptions}
+    cycles = {(sub.cycle, sub.anchor, sub.materialise(today, prices).next_offset) for sub in subscriptions}
     if len(cycles) > 1:
         listed = ", ".join(f"{s.subscription_id} {s.cycle}" for s in subscriptions)
         refusals.append(
@@ -526,28 +595,57 @@ def immediate_refusals(current: Cycle, target: Cycle) -> list[Refusal]:
     return []
 
 
+def legacy_refusals(current: Cycle, frequency: BillingFrequency) -> list[Refusal]:
+    """The legacy experience: from annual to monthly billing or from monthly to annual, nothing else."""
+    if frequency not in (M, A):
+        return [Refusal("not_in_experience", "the legacy experience changes between monthly and annual billing only")]
+    if frequency is current.frequency:
+        return [Refusal("same_billing_frequency", f"the order is already billed {frequency.value}")]
+    return []
+
+
+def _modes_of(experience: CommerceExperience) -> tuple[ChangeMode, ...]:
+    if experience is CommerceExperience.LEGACY:
+        return (ChangeMode.LEGACY_FREQUENCY,)
+    return (ChangeMode.SCHEDULED, ChangeMode.IMMEDIATE)
+
+
 def change_options(
-    subscriptions: Sequence[Subscription], prices: PriceList, today: date, *, plan_active: bool
+    subscriptions: Sequence[Subscription],
+    prices: Prices,
+    today: date,
+    *,
+    plan_active: bool,
+    experience: CommerceExperience = CommerceExperience.NEW,
 ) -> list[ChangeOption]:
-    """Every change the order may make today, and every one it may not, each with its reasons."""
+    """Every change the order may make today under its experience, and every one it may not, each with
+    its reasons."""
+    current = prices.on(today)
     base = subscriptions[0]
-    prerequisites = prerequisite_refusals(subscriptions, prices, today, plan_active=plan_active)
-    next_start = base.next_period_start(today)
+    prerequisites = prerequisite_refusals(subscriptions, current, today, plan_active=plan_active)
     options: list[ChangeOption] = []
-    for frequency in BillingFrequency:
-        try:
-            cycle = Cycle(base.cycle.term, frequency)
-        except ValueError:
-            continue  # e.g. a one-month term billed annually does not exist
-        refusals = scheduled_refusals(base.cycle, frequency)
-        if not refusals:
-            refusals += _offer_refusals(subscriptions, cycle, prices)
-            if next_start is None:
-                refusals.append(Refusal("no_next_period", "the subscription ends before another billing period"))
-        options.append(ChangeOption(ChangeMode.SCHEDULED, cycle, next_start, tuple(prerequisites + refusals)))
-    for cycle in ALL_CYCLES:
-        refusals = immediate_refusals(base.cycle, cycle) or _offer_refusals(subscriptions, cycle, prices)
-        options.append(ChangeOption(ChangeMode.IMMEDIATE, cycle, today, tuple(prerequisites + refusals)))
+    if ChangeMode.SCHEDULED in _modes_of(experience):
+        next_start = base.next_period_start(today, prices)
+        for frequency in BillingFrequency:
+            try:
+                cycle = Cycle(base.cycle.term, frequency)
+            except ValueError:
+                continue  # e.g. a one-month term billed annually does not exist
+            refusals = scheduled_refusals(base.cycle, frequency)
+            if not refusals:
+                refusals += _offer_refusals(subscriptions, cycle, current)
+                if next_start is None:
+                    refusals.append(Refusal("no_next_period", "the subscription ends before another billing period"))
+            options.append(ChangeOption(ChangeMode.SCHEDULED, cycle, next_start, tuple(prerequisites + refusals)))
+    if ChangeMode.IMMEDIATE in _modes_of(experience):
+        for cycle in ALL_CYCLES:
+            refusals = immediate_refusals(base.cycle, cycle) or _offer_refusals(subscriptions, cycle, current)
+            options.append(ChangeOption(ChangeMode.IMMEDIATE, cycle, today, tuple(prerequisites + refusals)))
+    if ChangeMode.LEGACY_FREQUENCY in _modes_of(experience):
+        for frequency in (M, A):
+            cycle = Cycle(Term.P1Y, frequency)
+            refusals = legacy_refusals(base.cycle, frequency) or _offer_refusals(subscriptions, cycle, current)
+            options.append(ChangeOption(ChangeMode.LEGACY_FREQUENCY, cycle, today, tuple(prerequisites + refusals)))
     return options
 
 
@@ -559,56 +657,100 @@ def _require(refusals: list[Refusal]) -> None:
 def schedule_frequency_change(
     subscriptions: Sequence[Subscription],
     frequency: BillingFrequency,
-    prices: PriceList,
+    prices: Prices,
     now: datetime,
     *,
     plan_active: bool,
 ) -> list[Subscription]:
     """From the next billing period on, bill every subscription of the order ``frequency`` (same term,
-    periods not reset) at the current list price; the promotion is replaced by the best one eligible."""
+    periods not reset) at the current list price, without promotion (a change removes it)."""
     today = require_utc(now).date()
+    current = prices.on(today)
     base = subscriptions[0]
     target = Cycle(base.cycle.term, frequency) if frequency.months <= base.cycle.term.months else base.cycle
     _require(
-        prerequisite_refusals(subscriptions, prices, today, plan_active=plan_active)
+        prerequisite_refusals(subscriptions, current, today, plan_active=plan_active)
         + scheduled_refusals(base.cycle, frequency)
-        + _offer_refusals(subscriptions, target, prices)
+        + _offer_refusals(subscriptions, target, current)
     )
     changed = []
     for subscription in subscriptions:
-        sub = subscription.materialise(today)
-        effective_on = sub.next_period_start(today)
+        sub = subscription.materialise(today, prices)
+        effective_on = sub.next_period_start(today, prices)
         if effective_on is None:
             raise ChangeNotAllowed([Refusal("no_next_period", f"{sub.subscription_id} ends before another period")])
-        snapshot = list_price_snapshot(prices, sub.sku, target, sub.price.currency, effective_on)
+        snapshot = list_price_snapshot(current, sub.sku, target, sub.price.currency, effective_on, PromotionRule.NONE)
         assert snapshot is not None  # checked by _offer_refusals
         pending = PendingChange(frequency, sub.next_offset, effective_on, snapshot, require_utc(now))
         changed.append(replace(sub, pending_change=pending, changes_made=sub.changes_made + 1))
     return changed
 
 
+def withdraw_scheduled_change(
+    subscriptions: Sequence[Subscription], prices: Prices, now: datetime
+) -> list[Subscription]:
+    """Withdraw the order's pending scheduled change before it takes effect: the order bills on as before."""
+    today = require_utc(now).date()
+    materialised = [sub.materialise(today, prices) for sub in subscriptions]
+    if all(sub.pending_change is None for sub in materialised):
+        _require([Refusal("no_pending_change", "the order has no scheduled change waiting to take effect")])
+    return [replace(sub, pending_change=None) for sub in materialised]
+
+
 def change_term_now(
     subscriptions: Sequence[Subscription],
     target: Cycle,
-    prices: PriceList,
+    prices: Prices,
     now: datetime,
     *,
     plan_active: bool,
 ) -> list[Subscription]:
     """Start a new (longer) term today for every subscription of the order: credit the unused days of the
     current period from what was charged for it, charge the new term's first period at the current list
-    price, and drop any scheduled change."""
+    price (keeping the promotion if eligible for the new term, else the best eligible one), and drop any
+    scheduled change."""
     today = require_utc(now).date()
-    base = subscriptions[0]
+    current = prices.on(today)
     _require(
-        prerequisite_refusals(subscriptions, prices, today, plan_active=plan_active)
-        + immediate_refusals(base.cycle, target)
-        + _offer_refusals(subscriptions, target, prices)
+        prerequisite_refusals(subscriptions, current, today, plan_active=plan_active)
+        + immediate_refusals(subscriptions[0].cycle, target)
+        + _offer_refusals(subscriptions, target, current)
     )
+    return _restart_term(subscriptions, target, prices, today, PromotionRule.KEEP_OR_BEST_ELIGIBLE)
+
+
+def change_billing_frequency_legacy(
+    subscriptions: Sequence[Subscription],
+    frequency: BillingFrequency,
+    prices: Prices,
+    now: datetime,
+    *,
+    plan_active: bool,
+) -> list[Subscription]:
+    """The legacy experience: change the billing frequency now. Promotions and discounts are removed, the
+    term is reset to 12 months from today and the price to the current list; the next invoice carries the
+    prorated credit of the current period and the new monthly or annual charge."""
+    today = require_utc(now).date()
+    current = prices.on(today)
+    target = Cycle(Term.P1Y, frequency) if frequency in (M, A) else subscriptions[0].cycle
+    _require(
+        prerequisite_refusals(subscriptions, current, today, plan_active=plan_active)
+        + legacy_refusals(subscriptions[0].cycle, frequency)
+        + _offer_refusals(subscriptions, target, current)
+    )
+    return _restart_term(subscriptions, target, prices, today, PromotionRule.NONE)
+
+
+def _restart_term(
+    subscriptions: Sequence[Subscription], target: Cycle, prices: Prices, today: date, promotions: PromotionRule
+) -> list[Subscription]:
+    current = prices.on(today)
     changed = []
     for subscription in subscriptions:
-        sub = credit_unused_days(subscription.materialise(today), today)
-        snapshot = list_price_snapshot(prices, sub.sku, target, sub.price.currency, today)
+        sub = credit_unused_days(subscription.materialise(today, prices), today, prices)
+        snapshot = list_price_snapshot(
+            current, sub.sku, target, sub.price.currency, today, promotions, current_promotion=sub.price.promotion
+        )
         assert snapshot is not None  # checked by _offer_refusals
         restarted = replace(
             sub,
@@ -620,14 +762,69 @@ def change_term_now(
             ends_at_offset=None if sub.auto_renew else target.term.months,
             changes_made=sub.changes_made + 1,
         )
-        changed.append(restarted.materialise(today))
+        changed.append(restarted.materialise(today, prices))
     return changed
 
 
-def credit_unused_days(sub: Subscription, day: date) -> Subscription:
+@dataclass(frozen=True)
+class ChangeRequest:
+    """A change of an order: the mode and the target cycle (for a frequency change, its frequency)."""
+
+    mode: ChangeMode
+    cycle: Cycle
+
+
+def _whole_order(order: Order, subscriptions: Sequence[Subscription]) -> list[Subscription]:
+    """The order's subscriptions in the order's own sequence; every one of them must be there."""
+    by_id = {sub.subscription_id: sub for sub in subscriptions}
+    if set(by_id) != set(order.subscription_ids) or any(s.order_id != order.order_id for s in subscriptions):
+        raise ValueError(f"a change of order {order.order_id} takes exactly its subscriptions {order.subscription_ids}")
+    return [by_id[sub_id] for sub_id in order.subscription_ids]
+
+
+def order_change_options(
+    order: Order, subscriptions: Sequence[Subscription], prices: Prices, today: date, *, plan_active: bool
+) -> list[ChangeOption]:
+    """The changes the order may make today under the experience it was bought under."""
+    return change_options(
+        _whole_order(order, subscriptions), prices, today, plan_active=plan_active, experience=order.experience
+    )
+
+
+def change_order(
+    order: Order,
+    subscriptions: Sequence[Subscription],
+    request: ChangeRequest,
+    prices: Prices,
+    now: datetime,
+    *,
+    plan_active: bool,
+) -> list[Subscription]:
+    """Apply ``request`` to every subscription and add-on of ``order``; a change its experience does not
+    offer is refused with the reason (nothing changes)."""
+    subs = _whole_order(order, subscriptions)
+    if request.mode not in _modes_of(order.experience):
+        offered = ", ".join(mode.value for mode in _modes_of(order.experience))
+        _require(
+            [
+                Refusal(
+                    "not_in_experience",
+                    f"order {order.order_id} was bought under the {order.experience.value} experience, "
+                    f"which offers {offered} changes, not {request.mode.value}",
+                )
+            ]
+        )
+    if request.mode is ChangeMode.SCHEDULED:
+        return schedule_frequency_change(subs, request.cycle.frequency, prices, now, plan_active=plan_active)
+    if request.mode is ChangeMode.IMMEDIATE:
+        return change_term_now(subs, request.cycle, prices, now, plan_active=plan_active)
+    return change_billing_frequency_legacy(subs, request.cycle.frequency, prices, now, plan_active=plan_active)
+
+
+def credit_unused_days(sub: Subscription, day: date, prices: Prices) -> Subscription:
     """End the current period on ``day`` and credit its unused days [day, period end): the amount charged
     for the period x unused days / the period's days, and never more than what is left of that charge."""
-    current = sub.current_period(day)
+    current = sub.current_period(day, prices)
     if current is None:
         return sub
     unused = days_between(day, current.period_end)
@@ -694,13 +891,13 @@ def charge_line(sub: Subscription, charge: Charge, prices: PriceList) -> Invoice
 
 
 def subscription_invoice_lines(
-    subscriptions: Sequence[Subscription], month: BillingMonth, prices: PriceList
+    subscriptions: Sequence[Subscription], month: BillingMonth, prices: Prices
 ) -> list[InvoiceLine]:
     """Every licence charge and change credit the invoice of ``month`` carries, in a stable order."""
     lines = [
-        charge_line(sub, charge, prices)
+        charge_line(sub, charge, prices.on(month.last_day))
         for sub in sorted(subscriptions, key=lambda s: (s.order_id, s.add_on_of is not None, s.subscription_id))
-        for charge in sub.charges_billed_in(month)
+        for charge in sub.charges_billed_in(month, prices)
     ]
     return lines
 
