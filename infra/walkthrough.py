@@ -21,13 +21,13 @@ class AgentStep:
     workspace_id: str
     device_ids: tuple[str, ...]
 
-    def command(self, moto_port: int, clock_file: Path) -> str:
-        # The stack's own clock file: an in-memory stack starts at today on a clock of its own, whatever
-        # an earlier demo left in the default one.
+    def command(self, moto_port: int, dynamodb_port: int, clock_file: Path) -> str:
+        # The stack's own ports and clock file: an in-memory stack starts at today on a clock of its own,
+        # whatever an earlier demo left in the default one; --wait reads the meter's verdict in DynamoDB.
         devices = " ".join(f"--device {shlex.quote(d)}" for d in self.device_ids)
         return (
-            f".venv/bin/msp-billing send-report --moto-port {moto_port} --clock-file {shlex.quote(str(clock_file))} "
-            f"--workspace {self.workspace_id} {devices} --wait"
+            f".venv/bin/msp-billing send-report --moto-port {moto_port} --dynamodb-port {dynamodb_port} "
+            f"--clock-file {shlex.quote(str(clock_file))} --workspace {self.workspace_id} {devices} --wait"
         )
 
 
@@ -129,7 +129,7 @@ def seed_demo_partner() -> DemoPartner:
     )
 
 
-def render_walkthrough(demo: DemoPartner, api_url: str, moto_port: int, clock_file: Path) -> str:
+def render_walkthrough(demo: DemoPartner, api_url: str, moto_port: int, dynamodb_port: int, clock_file: Path) -> str:
     lines = [
         f"Demo partner {demo.partner_id} is seeded. Try the partner API (expected status after each body):",
         "",
@@ -138,7 +138,7 @@ def render_walkthrough(demo: DemoPartner, api_url: str, moto_port: int, clock_fi
     ]
     for number, step in enumerate(demo.steps(), start=1):
         if isinstance(step, AgentStep):
-            lines += [f"# {number}. {step.title}", step.command(moto_port, clock_file), ""]
+            lines += [f"# {number}. {step.title}", step.command(moto_port, dynamodb_port, clock_file), ""]
         else:
             lines += [f"# {number}. {step.title}  -> {step.expected_status}", step.curl(api_url), ""]
     lines += [

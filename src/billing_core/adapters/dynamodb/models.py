@@ -7,6 +7,8 @@ Item layout (pk / sk):
   PARTNER#<partner_id>   / WORKSPACE#<created>#<ws_id>  the partner's workspace, written with it once: the
                                                          strongly consistent listing (a GSI cannot be)
   WORKSPACE#<ws_id>      / WORKSPACE                    a workspace (VersionAttribute); gsi1 lists by partner
+  CATALOG                / PRICELIST#<version>          a published price-list document, written once
+  CATALOG                / EFFECTIVE#<YYYY-MM-DD>       guard: one price list per effective day
 
 Table names come from settings at run time (``bind_billing_table``), not from import-time constants.
 """
@@ -181,7 +183,24 @@ class InvoiceItem(Model):
     version = VersionAttribute()
 
 
+class PriceListItem(Model):
+    """CATALOG / PRICELIST#<version> (the document) or EFFECTIVE#<day> (the guard that keeps effective days
+    distinct); both written once, in one transaction."""
+
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    version = UnicodeAttribute()
+    effective_from = UnicodeAttribute()  # YYYY-MM-DD
+    fingerprint = UnicodeAttribute()
+    document: JSONAttribute = JSONAttribute(null=True)
+    published_at = UTCDateTimeAttribute()
+
+
 BILLING_MODELS: tuple[type[Model], ...] = (
+    PriceListItem,
     PlanItem,
     PaymentItem,
     AuditItem,

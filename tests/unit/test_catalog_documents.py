@@ -1,0 +1,96 @@
+"""The catalog is the vendor's data: a price-list document is validated on load with errors naming the
+entry, and the shipped example file is exactly the price list the system bills with."""
+
+from __future__ import annotations
+
+import copy
+from datetime import date
+from typing import Any
+
+import pytest
+import yaml
+
+from billing_core.catalog_documents import document_fingerprint, parse_price_list, price_list_document
+from billing_core.domain.catalog import BillingFrequency, Cycle, Term
+from billing_core.domain.errors import InvalidRequest
+from billing_core.domain.pricing import PRICE_LIST_2026_01
+from infra import PROJECT_ROOT
+
+EXAMPLE = PROJECT_ROOT / "catalog" / "price-list-2026-01.yaml"
+
+
+def example() -> dict[str, Any]:
+    loaded = yaml.safe_load(EXAMPLE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def problems_of(document: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(InvalidRequest) as refused:
+        parse_price_list(document)
+    return {problem.field: problem.message for problem in refused.value.problems}
+
+
+def test_the_example_file_is_the_price_list_the_system_bills_with() -> None:
+    effective_from, prices = parse_price_list(example())
+    assert effective_from == date(2026, 1, 1)
+    assert prices == PRICE_LIST_2026_01
+    assert prices.licence_price("backup-standard", Cycle(Term.P3Y, BillingFrequency.ANNUAL), "EUR") is not None
+
+
+def test_a_document_round_trips_and_its_fingerprint_ignores_layout() -> None:
+    effective_from, prices = parse_price_list(example())
+    document = price_list_document(prices, effective_from)
+    assert parse_price_list(document) == (effective_from, prices)
+    reordered = dict(reversed(list(document.items())))
+    assert document_fingerprint(reordered) == document_fingerprint(document)
+    changed = copy.deepcopy(document)
+    changed["activation_fee"]["USD"] = 1100
+    assert document_fingerprint(changed) != document_fingerprint(document)
+
+
+def test_a_missing_or_unknown_field_is_named() -> None:
+    document = example()
+    del document["effective_from"]
+    document["products"][0]["skus"][0]["colour"] = "blue"
+    assert set(problems_of(document)) == {"effective_from", "products.0.skus.0.colour"}
+
+
+def test_prices_are_integer_minor_units_never_negative_or_fractional() -> None:
+    document = example()
+    document["products"][1]["skus"][0]["prices"]["P1Y/monthly"]["EUR"] = 9.99
+    document["editions"][0]["seat_price"]["USD"] = -1
+    assert set(problems_of(document)) == {"products.1.skus.0.prices.P1Y/monthly.EUR", "editions.0.seat_price.USD"}
+
+
+def test_a_cycle_that_does_not_exist_is_named() -> None:
+    document = example()
+    document["products"][0]["skus"][0]["prices"]["P1M/annual"] = {"USD": 1, "EUR": 1}
+    document["promotions"][0]["cycles"].append("P2Y/monthly")
+    problems = problems_of(document)
+    assert set(problems) == {"products.0.skus.0.prices.P1M/annual", "promotions.0.cycles.2"}
+    assert "term/frequency" in problems["promotions.0.cycles.2"]
+
+
+def test_every_price_is_in_every_currency_of_the_list_and_no_other() -> None:
+    document = example()
+    del document["products"][0]["skus"][0]["prices"]["P1Y/annual"]["EUR"]
+    document["editions"][2]["seat_price"]["GBP"] = 400
+    problems = problems_of(document)
+    assert "no price in EUR" in problems["products.0.skus.0.prices.P1Y/annual"]
+    assert "GBP is not a currency" in problems["editions.2.seat_price.GBP"]
+
+
+def test_references_between_entries_must_resolve() -> None:
+    document = example()
+    document["products"][1]["skus"][1]["add_on_for"] = ["edr-business"]  # a SKU of another product
+    document["promotions"][1]["skus"] = ["edr-enterprise"]
+    document["products"][1]["skus"][0]["code"] = "edr-business"  # listed twice
+    problems = problems_of(document)
+    assert set(problems) >= {"promotions.1.skus.0", "products.1.skus.0.code"}
+
+
+def test_a_promotion_ends_after_it_starts() -> None:
+    document = example()
+    document["promotions"][0]["ends_on"] = "2025-12-31"
+    assert set(problems_of(document)) == {"promotions.0.ends_on"}
