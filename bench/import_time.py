@@ -22,6 +22,7 @@ HANDLER_MODULES = (
     ("cancel", "finaliser"),
     ("meter", "app"),
     ("monthly_charge", "app"),
+    ("subscriptions", "app"),
 )
 
 

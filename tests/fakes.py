@@ -4,7 +4,7 @@ relies on a missing guard fails here too."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceM
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable, PaymentRecord
 from billing_core.domain.plan import Plan
 from billing_core.domain.reporting import RenderedEmail
+from billing_core.domain.subscriptions import Charge, Order, Subscription
 from billing_core.domain.workspace import Workspace
 
 CommandT = TypeVar("CommandT", bound=BaseModel)
@@ -313,3 +314,52 @@ class InMemoryPlanEndSchedules:
         if self.fail:
             raise TransientFailure("scheduler unavailable")
         self.schedules.discard((partner_id, ends_on))
+
+
+@dataclass
+class InMemorySubscriptionStore:
+    """Orders and subscriptions with the adapter's guards: new items only if absent, stored ones only if
+    unchanged since loaded, settled charges written once."""
+
+    orders: dict[tuple[str, str], Order] = field(default_factory=dict)
+    subscriptions: dict[tuple[str, str], Subscription] = field(default_factory=dict)
+    history: dict[tuple[str, str], list[Charge]] = field(default_factory=dict)
+    audit: list[AuditEvent] = field(default_factory=list)
+
+    def save_order(
+        self,
+        order: Order,
+        subscriptions: Sequence[Subscription],
+        *,
+        audit: AuditEvent,
+        settled: Sequence[tuple[str, Sequence[Charge]]] = (),
+    ) -> tuple[Order, list[Subscription]]:
+        partner = order.owner.partner_id
+        stored = self.orders.get((partner, order.order_id))
+        if (stored.version if stored else None) != order.version:
+            raise ConcurrentModification(f"order {order.order_id} changed")
+        for sub in subscriptions:
+            current = self.subscriptions.get((partner, sub.subscription_id))
+            if (current.version if current else None) != sub.version:
+                raise ConcurrentModification(f"subscription {sub.subscription_id} changed")
+        saved_order = replace(order, version=(order.version or 0) + 1)
+        saved = [replace(sub, version=(sub.version or 0) + 1) for sub in subscriptions]
+        self.orders[(partner, order.order_id)] = saved_order
+        for sub in saved:
+            self.subscriptions[(partner, sub.subscription_id)] = sub
+        for subscription_id, charges in settled:
+            self.history.setdefault((partner, subscription_id), []).extend(charges)
+        self.audit.append(audit)
+        return saved_order, saved
+
+    def load_order(self, partner_id: str, order_id: str) -> tuple[Order, list[Subscription]] | None:
+        order = self.orders.get((partner_id, order_id))
+        if order is None:
+            return None
+        return order, [self.subscriptions[(partner_id, sub_id)] for sub_id in order.subscription_ids]
+
+    def list_subscriptions(self, partner_id: str) -> list[Subscription]:
+        return [sub for (partner, _), sub in self.subscriptions.items() if partner == partner_id]
+
+    def list_orders(self, partner_id: str) -> list[Order]:
+        return [order for (partner, _), order in self.orders.items() if partner == partner_id]

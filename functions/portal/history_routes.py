@@ -1,4 +1,5 @@
-"""Partner API: billing history (invoices) and usage-report downloads. Read-only, billing roles only."""
+"""Partner API: billing history (invoices), usage-report and reconciliation-file downloads. Read-only,
+billing roles only."""
 
 from __future__ import annotations
 
@@ -70,3 +71,17 @@ def get_invoice(month: str) -> Response:
 def usage_report_link(month: str) -> Response:
     identity = partner_identity(history_api.current_request, billing=True)
     return json_response(services().history.usage_report_link(identity, month))
+
+
+@history_api.route("/invoices/{month}/reconciliation", methods=["GET"], authorizer=partner_authorizer)
+@operation(
+    "A download link (valid 15 minutes) of the invoice's reconciliation file (CSV, one row per invoice line)",
+    responses={200: DownloadLink},
+    path_params=MONTH,
+    errors={404: "no invoice for that month, or its reconciliation file is not ready yet", 422: BAD_MONTH},
+    billing=True,
+)
+@answers_errors
+def reconciliation_link(month: str) -> Response:
+    identity = partner_identity(history_api.current_request, billing=True)
+    return json_response(services().history.reconciliation_link(identity, month))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Protocol, TypeVar
 
@@ -15,6 +15,7 @@ from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceM
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentRecord, SavedPaymentMethod
 from billing_core.domain.plan import Plan
 from billing_core.domain.reporting import RenderedEmail
+from billing_core.domain.subscriptions import Charge, Order, Subscription
 from billing_core.domain.workspace import Workspace
 
 CommandT = TypeVar("CommandT", bound=BaseModel)
@@ -50,6 +51,29 @@ class WorkspaceStore(Protocol):
     def save_workspace(self, workspace: Workspace, *, audit: AuditEvent) -> Workspace:
         """Atomically write the workspace (only if unchanged since loaded) and its audit event."""
         ...
+
+
+class SubscriptionStore(Protocol):
+    def save_order(
+        self,
+        order: Order,
+        subscriptions: Sequence[Subscription],
+        *,
+        audit: AuditEvent,
+        settled: Sequence[tuple[str, Sequence[Charge]]] = (),
+    ) -> tuple[Order, list[Subscription]]:
+        """Atomically write the order, its subscriptions (new ones only if absent, stored ones only if
+        unchanged since loaded: else ``ConcurrentModification``), the audit event and the settled charges
+        moved to the history."""
+        ...
+
+    def load_order(self, partner_id: str, order_id: str) -> tuple[Order, list[Subscription]] | None:
+        """The order and its subscriptions, strongly consistent; None if the partner has no such order."""
+        ...
+
+    def list_subscriptions(self, partner_id: str) -> list[Subscription]: ...
+
+    def list_orders(self, partner_id: str) -> list[Order]: ...
 
 
 class PaymentProvider(Protocol):

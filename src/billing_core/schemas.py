@@ -112,16 +112,55 @@ class LicenceDocumentView(BaseModel):
     )
 
 
+class CreditedChargeView(BaseModel):
+    seq: int = Field(description="The credited period's entry in the subscription's charge schedule")
+    period_first_day: date
+    period_last_day: date
+    amount: MoneyView = Field(description="What was charged for that period")
+
+
+class SubscriptionLineView(BaseModel):
+    subscription_id: str
+    order_id: str
+    customer_id: str | None = Field(description="The partner's customer who holds the subscription, if any")
+    sku: str
+    cycle: str = Field(description="Term and billing frequency, e.g. P1Y/annual")
+    quantity: int
+    period_first_day: date
+    period_last_day: date = Field(description="The period's last day (inclusive)")
+    charge_seq: int | None = Field(default=None, description="The line's entry in the subscription's charge schedule")
+    price_list_version: str | None = None
+    promotion: str | None = None
+    credit_for: CreditedChargeView | None = Field(
+        default=None, description="A change credit: the period charge it gives back from"
+    )
+
+
+# The values of ``domain.invoicing.LineKind`` (not imported here: every API function loads this module).
+LineKindName = Literal[
+    "seats", "seat_adjustment", "licence_period", "change_credit", "credit_brought_forward", "credit_carried_forward"
+]
+
+
 class InvoiceLineView(BaseModel):
-    workspace_id: str
+    kind: LineKindName = Field(
+        description="seats / seat_adjustment: a workspace's seats (late usage); licence_period / change_credit: a "
+        "licence subscription's charge or credit (see `subscription`); credit_brought_forward / "
+        "credit_carried_forward: credit from the previous invoice (negative) / credit beyond this invoice's "
+        "charges, taken to the next (positive, so the total is 0)"
+    )
+    workspace_id: str = Field(description="Empty on lines that are not a workspace's seats")
     description: str
-    edition: str
+    edition: str = Field(description="The edition, or the SKU of a subscription line")
     month: str = Field(description="The month the seats were used in (earlier than the invoice for adjustments)")
     seats: int
     devices: int
     unit_price: MoneyView
     amount: MoneyView
     adjustment: bool
+    subscription: SubscriptionLineView | None = Field(
+        default=None, description="Licence period and change credit lines"
+    )
 
 
 class InvoiceView(BaseModel):

@@ -22,6 +22,7 @@ from billing_core.ports import Clock, Mailer, PaymentProvider
 from billing_core.settings import BillingSettings
 
 if TYPE_CHECKING:
+    from billing_core.adapters.dynamodb.subscriptions import DynamoSubscriptionStore
     from billing_core.adapters.idempotency import PowertoolsIdempotencyGuard
     from billing_core.adapters.s3_reports import S3UsageReports
     from billing_core.services.activation import ActivationService
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from billing_core.services.history import BillingHistoryService
     from billing_core.services.metering import MeteringService
     from billing_core.services.monthly_charge import MonthlyChargeService, MonthlyRunDispatcher
+    from billing_core.services.subscriptions import SubscriptionService
     from billing_core.services.workspaces import WorkspaceService
 
 
@@ -75,6 +77,20 @@ class Services:
         return WorkspaceService(plans=self.store, workspaces=self.store, clock=self.clock, prices=self.prices)
 
     @functools.cached_property
+    def subscription_store(self) -> DynamoSubscriptionStore:
+        from billing_core.adapters.dynamodb.subscriptions import DynamoSubscriptionStore
+
+        return DynamoSubscriptionStore(self.settings.aws_region)
+
+    @functools.cached_property
+    def subscriptions(self) -> SubscriptionService:
+        from billing_core.services.subscriptions import SubscriptionService
+
+        return SubscriptionService(
+            plans=self.store, subscriptions=self.subscription_store, clock=self.clock, prices=self.prices
+        )
+
+    @functools.cached_property
     def metering(self) -> MeteringService:
         from billing_core.services.metering import MeteringService
 
@@ -116,6 +132,7 @@ class Services:
             reports=self.usage_reports,
             clock=self.clock,
             prices=self.prices,
+            subscriptions=self.subscription_store,
         )
 
     @functools.cached_property

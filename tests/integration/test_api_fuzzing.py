@@ -32,7 +32,7 @@ from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.identity import Role
 from billing_core.domain.invoicing import Invoice, InvoiceLine, InvoiceStatus
 from billing_core.domain.money import Money
-from billing_core.domain.reporting import usage_report_key
+from billing_core.domain.reporting import reconciliation_csv, reconciliation_key, usage_report_key
 from billing_core.settings import BillingSettings
 from billing_core.wiring import Services
 from infra import PROJECT_ROOT
@@ -90,6 +90,7 @@ def _store_reported_invoice(wired: Services, partner_id: str, workspace_id: str)
     )
     wired.invoices.save_invoice(invoice)
     wired.usage_reports.put(usage_report_key(partner_id, INVOICE_MONTH), "workspace,device\n")
+    wired.usage_reports.put(reconciliation_key(partner_id, INVOICE_MONTH), reconciliation_csv(invoice))
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,12 @@
 status each must get, against DynamoDB Local and the moto server.
 
 Each case gets a fresh world: an *owner* partner with an active plan, a workspace on the plan, one off it
-and a reported invoice (with its usage report in S3), and *another* partner without a plan. Requests are
-made as the owner partner's users (owner, billing-admin, technician), without a token, or as the other
-partner's owner, who addresses the owner partner's resources by id and also passes the owner partner's
-id as a query parameter: the partner id must come from the token's claims only, so that caller acts on
-its own (empty) data or gets 404, and nothing of the owner partner appears in its answers.
+and a reported invoice (with its usage report and reconciliation file in S3), and *another* partner
+without a plan. Requests are made as the owner partner's users (owner, billing-admin, technician),
+without a token, or as the other partner's owner, who addresses the owner partner's resources by id and
+also passes the owner partner's id as a query parameter: the partner id must come from the token's claims
+only, so that caller acts on its own (empty) data or gets 404, and nothing of the owner partner appears
+in its answers.
 
 A new route in template.yaml fails ``test_the_matrix_covers_exactly_the_routes_of_the_template`` until
 it has a row in ``ROWS``.
@@ -30,7 +31,7 @@ from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.identity import Role
 from billing_core.domain.invoicing import Invoice, InvoiceLine, InvoiceStatus
 from billing_core.domain.money import Money
-from billing_core.domain.reporting import usage_report_key
+from billing_core.domain.reporting import reconciliation_csv, reconciliation_key, usage_report_key
 from billing_core.settings import BillingSettings
 from billing_core.wiring import Services
 from infra.template import api_functions, load_template
@@ -66,10 +67,12 @@ class World:
     other: str  # another partner, without a plan
     workspace_on_plan: str
     workspace_off_plan: str
-    invoiced_month: str  # has an invoice and a usage report ready to download
+    invoiced_month: str  # has an invoice, a usage report and a reconciliation file ready to download
+    order_id: str  # an order of one P3Y subscription billed annually (a scheduled change to monthly is allowed)
+    subscription_id: str
 
     def owner_ids(self) -> list[str]:
-        return [self.owner, self.workspace_on_plan, self.workspace_off_plan]
+        return [self.owner, self.workspace_on_plan, self.workspace_off_plan, self.order_id, self.subscription_id]
 
 
 JsonBody = dict[str, Any]
@@ -91,7 +94,12 @@ class Row:
     prepare: Callable[[Client, World], None] | None = None
 
 
-DEFAULT_RESOURCES = {"workspace_id": "workspace_on_plan", "month": "invoiced_month"}
+DEFAULT_RESOURCES = {
+    "workspace_id": "workspace_on_plan",
+    "month": "invoiced_month",
+    "order_id": "order_id",
+    "subscription_id": "subscription_id",
+}
 
 
 def answer(response: Any) -> tuple[int, Any]:
@@ -112,6 +120,19 @@ def cancel(client: Client, world: World) -> None:
         client.http.post("/plan/cancellation", headers=auth_headers(world.owner), body=body(payload))
     )
     assert status == 200, cancelled
+
+
+ORDER: JsonBody = {"items": [{"sku": "backup-standard", "quantity": 2, "term": "P3Y", "billing_frequency": "annual"}]}
+TO_MONTHLY: JsonBody = {"mode": "scheduled", "billing_frequency": "monthly"}
+
+
+def schedule_change(client: Client, world: World) -> None:
+    """Schedule a change of the owner partner's order, so that there is one to withdraw."""
+    headers = auth_headers(world.owner, **{"Idempotency-Key": "matrix-schedule"})
+    status, changed = answer(
+        client.http.post(f"/orders/{world.order_id}/changes", headers=headers, body=body(TO_MONTHLY))
+    )
+    assert status == 200, changed
 
 
 # Would be charged if it got through to an inactive plan; declined instead, so no money moves and the
@@ -149,10 +170,32 @@ ROWS: list[Row] = [
     Row("GET", "/invoices", Expect(401, 200, 403, 200, 200)),
     Row("GET", "/invoices/{month}", Expect(401, 404, 403, 200, 200)),
     Row("GET", "/invoices/{month}/usage-report", Expect(401, 404, 403, 200, 200)),
+    Row("GET", "/invoices/{month}/reconciliation", Expect(401, 404, 403, 200, 200)),
     # The other partner's own plan is not active: nothing to cancel or reactivate.
     Row("GET", "/plan/cancellation/options", Expect(401, 409, 403, 200, 200)),
     Row("POST", "/plan/cancellation", Expect(401, 409, 403, 200, 200), body=first_end_date),
     Row("DELETE", "/plan/cancellation", Expect(401, 409, 403, 200, 200), prepare=cancel),
+    Row(
+        "POST",
+        "/orders",
+        # The other partner's own plan is not active: subscriptions are billed on the plan's invoice.
+        Expect(no_token=401, other_partner=409, technician=403, owner=201, billing_admin=201),
+        body=ORDER,
+        headers={"Idempotency-Key": "matrix-order"},
+    ),
+    Row("GET", "/orders/{order_id}", Expect(401, 404, 403, 200, 200)),
+    Row("GET", "/subscriptions", Expect(401, 200, 403, 200, 200)),
+    Row("GET", "/subscriptions/{subscription_id}", Expect(401, 404, 403, 200, 200)),
+    Row("GET", "/orders/{order_id}/changes", Expect(401, 404, 403, 200, 200)),
+    Row("POST", "/orders/{order_id}/changes/preview", Expect(401, 404, 403, 200, 200), body=TO_MONTHLY),
+    Row(
+        "POST",
+        "/orders/{order_id}/changes",
+        Expect(401, 404, 403, 200, 200),
+        body=TO_MONTHLY,
+        headers={"Idempotency-Key": "matrix-change"},
+    ),
+    Row("DELETE", "/orders/{order_id}/changes/pending", Expect(401, 404, 403, 200, 200), prepare=schedule_change),
 ]
 
 
@@ -205,7 +248,19 @@ def build_world(client: Client, settings: BillingSettings) -> World:
     )
     wired.invoices.save_invoice(invoice)
     wired.usage_reports.put(usage_report_key(owner, month), "workspace_id,device_id,status\n")
-    return World(owner, other, workspaces[0], workspaces[1], str(month))
+    wired.usage_reports.put(reconciliation_key(owner, month), reconciliation_csv(invoice))
+    headers = auth_headers(owner, **{"Idempotency-Key": "matrix-setup-order"})
+    status, order = answer(client.http.post("/orders", headers=headers, body=body(ORDER)))
+    assert status == 201, order
+    return World(
+        owner,
+        other,
+        workspaces[0],
+        workspaces[1],
+        str(month),
+        order["order_id"],
+        order["subscriptions"][0]["subscription_id"],
+    )
 
 
 # ---------------------------------------------------------------- one request

@@ -25,6 +25,7 @@ from tests.fakes import (
     InMemoryIdempotencyGuard,
     InMemoryInvoiceStore,
     InMemoryPlanEndSchedules,
+    InMemorySubscriptionStore,
     InMemoryUsageReports,
     InMemoryUsageStore,
     RecordingMailer,
@@ -173,6 +174,7 @@ def test_a_new_activation_waits_for_the_final_invoice_of_the_cancelled_plan() ->
         InMemoryUsageReports(),
         FixedClock(datetime(2027, 1, 1, 0, 5, tzinfo=UTC)),
         PRICE_LIST_2026_01,
+        InMemorySubscriptionStore(),
     ).charge_partner_for_month("p1", BillingMonth(2026, 12))
     assert activation.activate_monthly_billing(OWNER, "again-2", request).status == "activated"
     reactivated = store.load_plan("p1")
@@ -281,7 +283,16 @@ def test_the_final_month_is_charged_on_the_next_first_and_no_later_month_ever_is
         usage.record_first_sighting(Sighting(device, "ws1", device, seen), Billability.BILLABLE, "p1", seen)
     invoices, provider, clock = InMemoryInvoiceStore(), RecordingPaymentProvider(), FixedClock(service.clock.current)
     charge = MonthlyChargeService(
-        store, store, invoices, usage, provider, RecordingMailer(), InMemoryUsageReports(), clock, PRICE_LIST_2026_01
+        store,
+        store,
+        invoices,
+        usage,
+        provider,
+        RecordingMailer(),
+        InMemoryUsageReports(),
+        clock,
+        PRICE_LIST_2026_01,
+        InMemorySubscriptionStore(),
     )
     clock.current = datetime(2027, 1, 1, 0, 5, tzinfo=UTC)
     final = charge.charge_partner_for_month("p1", BillingMonth(2026, 12))
@@ -316,6 +327,7 @@ def test_a_declined_final_invoice_is_retried_without_reviving_the_plan() -> None
         InMemoryUsageReports(),
         clock,
         PRICE_LIST_2026_01,
+        InMemorySubscriptionStore(),
     )
     statuses = []
     for day in (1, 3, 5, 7):
@@ -363,6 +375,7 @@ def test_a_plan_whose_invoice_went_past_due_while_cancelling_is_past_due_again_w
         InMemoryUsageReports(),
         clock,
         PRICE_LIST_2026_01,
+        InMemorySubscriptionStore(),
     )
     for day in (1, 3, 5, 7):
         clock.current = datetime(2026, 12, day, 0, 5, tzinfo=UTC)

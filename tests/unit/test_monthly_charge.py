@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +15,7 @@ from billing_core.domain.invoicing import Invoice, InvoiceStatus
 from billing_core.domain.metering import Billability, Sighting
 from billing_core.domain.plan import Plan, PlanState
 from billing_core.domain.pricing import PRICE_LIST_2026_01
+from billing_core.domain.reporting import RenderedEmail, reconciliation_csv
 from billing_core.domain.workspace import Workspace
 from billing_core.services.monthly_charge import MonthlyChargeService
 from tests.fakes import (
@@ -22,6 +23,7 @@ from tests.fakes import (
     FixedClock,
     InMemoryBillingStore,
     InMemoryInvoiceStore,
+    InMemorySubscriptionStore,
     InMemoryUsageReports,
     InMemoryUsageStore,
     RecordingMailer,
@@ -43,6 +45,7 @@ class World:
     mailer: RecordingMailer
     reports: InMemoryUsageReports
     clock: FixedClock
+    subscriptions: InMemorySubscriptionStore = field(default_factory=InMemorySubscriptionStore)
 
     def service(self, **overrides: Any) -> MonthlyChargeService:
         parts: dict[str, Any] = {
@@ -55,6 +58,7 @@ class World:
             "reports": self.reports,
             "clock": self.clock,
             "prices": PRICE_LIST_2026_01,
+            "subscriptions": self.subscriptions,
         }
         return MonthlyChargeService(**(parts | overrides))
 
@@ -117,6 +121,28 @@ def test_a_month_is_charged_once_reported_once_and_re_runs_change_nothing() -> N
         assert world.run() == world.invoices.load_invoice("p1", DECEMBER)
     assert world.provider.successful_charges == 1 and world.provider.calls == 1
     assert len(world.invoices.paid()) == 1 and len(world.mailer.sent) == 1
+
+
+def test_the_reconciliation_file_is_written_next_to_the_usage_report_before_the_e_mail() -> None:
+    world = make_world()
+    reports = world.reports
+
+    class MailerSeeingReports(RecordingMailer):
+        def send(self, to: str, email: RenderedEmail) -> str:
+            assert set(reports.reports) == {
+                "usage-reports/p1/2026-12.csv",
+                "usage-reports/p1/2026-12-reconciliation.csv",
+            }
+            return super().send(to, email)
+
+    invoice = world.run(mailer=MailerSeeingReports())
+    assert invoice is not None and invoice.reported_at is not None
+    assert world.reports.reports["usage-reports/p1/2026-12-reconciliation.csv"] == reconciliation_csv(invoice)
+    assert (
+        world.reports.reports["usage-reports/p1/2026-12-reconciliation.csv"]
+        .splitlines()[1]
+        .startswith("2026-12,1,seats,Acme,ws1,")
+    )
 
 
 def test_the_activation_month_is_not_charged() -> None:

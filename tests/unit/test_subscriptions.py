@@ -352,7 +352,7 @@ def test_legacy_experience_changes_the_frequency_now_and_resets_the_term_price_a
     assert subs[0].price.promotion == "EDR-1Y-LAUNCH"
     order = order_of(subs, CommerceExperience.LEGACY)
     (changed,) = change_order(
-        order, subs, ChangeRequest(ChangeMode.LEGACY_FREQUENCY, P1Y_M), PRICES, at(date(2026, 5, 11)), plan_active=True
+        order, subs, ChangeRequest(ChangeMode.LEGACY_FREQUENCY, M), PRICES, at(date(2026, 5, 11)), plan_active=True
     )
     assert changed.subscription_id == subs[0].subscription_id  # the subscription id does not change
     assert changed.cycle == P1Y_M and changed.term_at(date(2026, 5, 11)) == (date(2026, 5, 11), date(2027, 5, 11))
@@ -372,7 +372,7 @@ def test_legacy_experience_changes_between_monthly_and_annual_only() -> None:
         change_order(
             order,
             subs,
-            ChangeRequest(ChangeMode.LEGACY_FREQUENCY, P1Y_M),
+            ChangeRequest(ChangeMode.LEGACY_FREQUENCY, M),
             PRICES,
             at(date(2026, 4, 1)),
             plan_active=True,
@@ -389,7 +389,7 @@ def test_each_order_changes_only_as_its_experience_allows() -> None:
         change_order(
             order_of(subs),
             subs,
-            ChangeRequest(ChangeMode.LEGACY_FREQUENCY, P1Y_M),
+            ChangeRequest(ChangeMode.LEGACY_FREQUENCY, M),
             PRICES,
             at(date(2026, 4, 1)),
             plan_active=True,
@@ -398,7 +398,7 @@ def test_each_order_changes_only_as_its_experience_allows() -> None:
     legacy = order_of(subs, CommerceExperience.LEGACY)
     with pytest.raises(ChangeNotAllowed) as refused:
         change_order(
-            legacy, subs, ChangeRequest(ChangeMode.SCHEDULED, P3Y_M), PRICES, at(date(2026, 4, 1)), plan_active=True
+            legacy, subs, ChangeRequest(ChangeMode.SCHEDULED, M), PRICES, at(date(2026, 4, 1)), plan_active=True
         )
     assert refused.value.code == "not_in_experience"
 
@@ -409,7 +409,7 @@ def test_a_change_of_an_order_takes_every_subscription_of_it_and_names_the_one_t
         change_order(
             order_of(subs),
             subs[:1],
-            ChangeRequest(ChangeMode.IMMEDIATE, P3Y_A),
+            ChangeRequest(ChangeMode.IMMEDIATE, A, Term.P3Y),
             PRICES,
             at(date(2026, 4, 2)),
             plan_active=True,
@@ -420,7 +420,7 @@ def test_a_change_of_an_order_takes_every_subscription_of_it_and_names_the_one_t
         change_order(
             order_of(subs),
             subs,
-            ChangeRequest(ChangeMode.IMMEDIATE, P3Y_A),
+            ChangeRequest(ChangeMode.IMMEDIATE, A, Term.P3Y),
             add_on_withdrawn,
             at(date(2026, 4, 2)),
             plan_active=True,
@@ -462,7 +462,7 @@ def test_a_pending_scheduled_change_can_be_withdrawn() -> None:
     subs = buy(P3Y_A, date(2026, 3, 15))
     order = order_of(subs)
     scheduled = change_order(
-        order, subs, ChangeRequest(ChangeMode.SCHEDULED, P3Y_M), PRICES, at(date(2026, 4, 1)), plan_active=True
+        order, subs, ChangeRequest(ChangeMode.SCHEDULED, M), PRICES, at(date(2026, 4, 1)), plan_active=True
     )
     (withdrawn,) = withdraw_scheduled_change(scheduled, PRICES, at(date(2026, 6, 1)))
     assert withdrawn.pending_change is None

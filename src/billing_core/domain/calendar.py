@@ -54,6 +54,9 @@ class BillingMonth:
     def next(self) -> BillingMonth:
         return BillingMonth(self.year + self.month // 12, self.month % 12 + 1)
 
+    def previous(self) -> BillingMonth:
+        return BillingMonth(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
+
     @property
     def first_day(self) -> date:
         return date(self.year, self.month, 1)

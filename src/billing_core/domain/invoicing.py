@@ -61,6 +61,16 @@ class LineKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class CreditedCharge:
+    """The period charge a change credit gives back from (what a reconciliation matches the credit to)."""
+
+    seq: int  # its entry in the subscription's charge schedule
+    period_start: date
+    period_end: date  # exclusive
+    amount: Money  # what was charged for that period
+
+
+@dataclass(frozen=True)
 class SubscriptionLineDetail:
     """What a line that is not a workspace's seats is about."""
 
@@ -71,6 +81,12 @@ class SubscriptionLineDetail:
     quantity: int
     cycle: str  # e.g. "P1Y/annual"
     customer_id: str | None = None
+    # For reconciliation: the line's entry in the subscription's charge schedule, the price list and
+    # promotion its unit price came from, and for a change credit the period charge it gives back from.
+    charge_seq: int | None = None
+    price_list_version: str | None = None
+    promotion: str | None = None
+    credit_for: CreditedCharge | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The two outputs of a monthly charge besides the payment: the per-device usage report (CSV) and the
-e-mails (billing report, failed payment). Pure: rendering only; storing and sending are adapters.
+"""The outputs of a monthly charge besides the payment: the per-device usage report (CSV), the invoice's
+reconciliation file (CSV, one row per invoice line) and the e-mails (billing report, failed payment).
+Pure: rendering only; storing and sending are adapters.
 
 E-mail bodies come from ``billing_core/templates`` (``*.txt`` and ``*.html``) filled with
 ``string.Template``. Every value placed into HTML is escaped first: partner and workspace names are
@@ -14,14 +15,15 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from importlib import resources
 from string import Template
 
 from billing_core.domain.calendar import BillingMonth, to_iso
-from billing_core.domain.invoicing import Invoice, InvoiceLine, InvoiceStatus
+from billing_core.domain.invoicing import Invoice, InvoiceLine, InvoiceStatus, LineKind
+from billing_core.domain.money import CURRENCY_EXPONENTS, Money
 
 # ---------------------------------------------------------------------------------------------------
 # Usage report (CSV)
@@ -78,6 +80,118 @@ def usage_report_key(partner_id: str, month: BillingMonth) -> str:
     if not partner_id or "/" in partner_id:
         raise ValueError(f"unusable partner id for a report key: {partner_id!r}")
     return f"{USAGE_REPORT_PREFIX}/{partner_id}/{month}.csv"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reconciliation file (CSV): one row per invoice line
+# ---------------------------------------------------------------------------------------------------
+
+RECONCILIATION_COLUMNS = (
+    "invoice_month",
+    "line",
+    "line_kind",
+    "description",
+    "workspace_id",
+    "subscription_id",
+    "order_id",
+    "customer_id",
+    "sku_or_edition",
+    "cycle",
+    "period_first_day",
+    "period_last_day",
+    "quantity",
+    "unit_price",
+    "amount",
+    "currency",
+    "price_list_version",
+    "promotion",
+    "charge_seq",
+    "credit_for_seq",
+    "credit_for_first_day",
+    "credit_for_last_day",
+    "credit_for_amount",
+)
+
+
+def _decimal(money: Money) -> str:
+    """Major units with the currency's decimals (``-871.23``): what a spreadsheet sums."""
+    exponent = CURRENCY_EXPONENTS[money.currency]
+    sign = "-" if money.amount_minor < 0 else ""
+    units, minor = divmod(abs(money.amount_minor), 10**exponent)
+    return f"{sign}{units}.{minor:0{exponent}d}"
+
+
+def _optional(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _reconciliation_row(invoice: Invoice, number: int, line: InvoiceLine) -> list[str]:
+    """Seat lines: the usage month as their period and the seats as quantity. Licence lines: their
+    subscription detail. Credits brought / carried forward: no period, quantity or unit price."""
+    row = dict.fromkeys(RECONCILIATION_COLUMNS, "")
+    row |= {
+        "invoice_month": str(invoice.month),
+        "line": str(number),
+        "line_kind": line.kind.value,
+        "description": _csv_cell(line.description),
+        "workspace_id": _csv_cell(line.workspace_id),
+        "sku_or_edition": _csv_cell(line.edition),
+        "amount": _decimal(line.amount),
+        "currency": line.amount.currency,
+    }
+    detail = line.subscription
+    if line.is_seat_line:
+        row |= {
+            "period_first_day": line.month.first_day.isoformat(),
+            "period_last_day": line.month.last_day.isoformat(),
+            "quantity": str(line.seats),
+            "unit_price": _decimal(line.unit_price),
+            "price_list_version": _csv_cell(invoice.price_list_version),
+        }
+    elif detail is not None:
+        row |= {
+            "subscription_id": _csv_cell(detail.subscription_id),
+            "order_id": _csv_cell(detail.order_id),
+            "customer_id": _csv_cell(_optional(detail.customer_id)),
+            "cycle": _csv_cell(detail.cycle),
+            "period_first_day": detail.period_start.isoformat(),
+            "period_last_day": (detail.period_end - timedelta(days=1)).isoformat(),
+            "quantity": str(detail.quantity),
+            "unit_price": _decimal(line.unit_price),
+            "price_list_version": _csv_cell(_optional(detail.price_list_version)),
+            "promotion": _csv_cell(_optional(detail.promotion)),
+            "charge_seq": _optional(detail.charge_seq),
+        }
+        if detail.credit_for is not None:
+            credited = detail.credit_for
+            row |= {
+                "credit_for_seq": str(credited.seq),
+                "credit_for_first_day": credited.period_start.isoformat(),
+                "credit_for_last_day": (credited.period_end - timedelta(days=1)).isoformat(),
+                "credit_for_amount": _decimal(credited.amount),
+            }
+    return [row[column] for column in RECONCILIATION_COLUMNS]
+
+
+def reconciliation_csv(invoice: Invoice) -> str:
+    """RFC 4180 CSV with a header row and one row per invoice line, in the invoice's order, so the
+    amounts add up to the invoice total. Amounts are signed as they count on the invoice: a charge is
+    positive, a credit (change credit, credit from the previous invoice) negative, and the credit
+    carried to the next invoice positive (it takes the unused credit off this invoice). Periods are
+    first and last day (inclusive); amounts and unit prices are decimals in ``currency``. A change
+    credit names the period charge it gives back from (``credit_for_*``, by the subscription's
+    ``charge_seq``)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(RECONCILIATION_COLUMNS)
+    for number, line in enumerate(invoice.lines, start=1):
+        writer.writerow(_reconciliation_row(invoice, number, line))
+    return buffer.getvalue()
+
+
+def reconciliation_key(partner_id: str, month: BillingMonth) -> str:
+    """Next to the month's usage report (same prefix, so the same bucket permissions)."""
+    return usage_report_key(partner_id, month).removesuffix(".csv") + "-reconciliation.csv"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -183,24 +297,97 @@ def billing_report_email(invoice: Invoice, partner_name: str) -> RenderedEmail:
         "status_text": payment_status_text(invoice),
         "price_list_version": invoice.price_list_version,
     }
-    lines = [_line_values(line) for line in invoice.lines]
-    return _email_with_lines(f"Billing report {month}: {partner_name}", "billing_report", values, lines, _NO_LINES, 7)
+    lines = [_line_values(line) for line in invoice.lines if line.is_seat_line]
+    return _email_with_lines(
+        f"Billing report {month}: {partner_name}",
+        "billing_report",
+        values,
+        lines,
+        _NO_LINES,
+        7,
+        sections={"licences": _licence_section([line for line in invoice.lines if not line.is_seat_line])},
+    )
+
+
+_LINE_KIND_LABELS = {
+    LineKind.LICENCE_PERIOD: "Licence period",
+    LineKind.CHANGE_CREDIT: "Change credit",
+    LineKind.CREDIT_BROUGHT_FORWARD: "Credit",
+    LineKind.CREDIT_CARRIED_FORWARD: "Credit",
+}
+
+
+def _licence_line(line: InvoiceLine) -> tuple[str, str]:
+    """One licence period, change credit or credit forward line: (text, HTML)."""
+    kind = _LINE_KIND_LABELS.get(line.kind, line.kind.value)
+    detail = line.subscription
+    if detail is None:  # credit brought / carried forward: an amount, nothing else
+        values = {"kind": kind, "description": line.description, "amount": line.amount.format()}
+        return _render("billing_report_credit_line.txt", values, _plain), _render(
+            "billing_report_credit_line.html", values, _html
+        )
+    credited = detail.credit_for
+    values = {
+        "kind": kind,
+        "description": line.description,
+        "sku": line.edition,
+        "subscription_id": detail.subscription_id,
+        "order_id": detail.order_id,
+        "customer_id": detail.customer_id or "-",
+        "cycle": detail.cycle,
+        "first_day": _day(detail.period_start),
+        "last_day": _day(detail.period_end - timedelta(days=1)),
+        "quantity": str(detail.quantity),
+        "unit_price": line.unit_price.format(),
+        "amount": line.amount.format(),
+        "credit_for": (
+            f", gives back from the charge for {_day(credited.period_start)} to "
+            f"{_day(credited.period_end - timedelta(days=1))} ({credited.amount.format()})"
+            if credited is not None
+            else ""
+        ),
+    }
+    return _render("billing_report_licence_line.txt", values, _plain), _render(
+        "billing_report_licence_line.html", values, _html
+    )
+
+
+def _licence_section(lines: list[InvoiceLine]) -> tuple[str, str]:
+    """The licence subscriptions' lines and the credits forward, after the seats: (text, HTML); both
+    empty for an invoice of seats only, so seat invoices read exactly as before."""
+    if not lines:
+        return "", ""
+    rendered = [_licence_line(line) for line in lines]
+    text = "\n\n" + _template("billing_report_licences.txt").substitute(
+        {"lines": "\n".join(text for text, _ in rendered)}
+    ).rstrip("\n")
+    html_section = _template("billing_report_licences.html").substitute({"lines": "".join(h for _, h in rendered)})
+    return text, html_section
 
 
 def _email_with_lines(
-    subject: str, template: str, values: dict[str, str], lines: list[dict[str, str]], empty: str, columns: int
+    subject: str,
+    template: str,
+    values: dict[str, str],
+    lines: list[dict[str, str]],
+    empty: str,
+    columns: int,
+    sections: dict[str, tuple[str, str]] | None = None,
 ) -> RenderedEmail:
-    """An e-mail whose ``$lines`` are a table (HTML) or a list (text), one ``<template>_line`` per entry."""
+    """An e-mail whose ``$lines`` are a table (HTML) or a list (text), one ``<template>_line`` per entry.
+    ``sections`` are further placeholders already rendered as (text, HTML), inserted as they are."""
     text_lines = "\n".join(_render(f"{template}_line.txt", line, _plain) for line in lines) or empty
     html_lines = "".join(_render(f"{template}_line.html", line, _html) for line in lines) or (
         f'<tr><td colspan="{columns}">{_html(empty)}</td></tr>'
     )
+    text_sections = {key: text for key, (text, _) in (sections or {}).items()}
+    html_sections = {key: html_text for key, (_, html_text) in (sections or {}).items()}
     # The rendered lines are inserted as they are: their values were escaped while rendering them.
     return RenderedEmail(
         subject=_one_line(subject),
-        text=_template(f"{template}.txt").substitute({**values, "lines": text_lines}),
+        text=_template(f"{template}.txt").substitute({**values, **text_sections, "lines": text_lines}),
         html=_template(f"{template}.html").substitute(
-            {**{key: _html(value) for key, value in values.items()}, "lines": html_lines}
+            {**{key: _html(value) for key, value in values.items()}, **html_sections, "lines": html_lines}
         ),
     )
 

@@ -35,7 +35,7 @@ from enum import StrEnum
 from billing_core.domain.calendar import BillingMonth, require_utc
 from billing_core.domain.catalog import ALL_CYCLES, BillingFrequency, Cycle, ProductKind, Term
 from billing_core.domain.errors import Conflict, InvalidRequest
-from billing_core.domain.invoicing import InvoiceLine, LineKind, SubscriptionLineDetail
+from billing_core.domain.invoicing import CreditedCharge, InvoiceLine, LineKind, SubscriptionLineDetail
 from billing_core.domain.money import Money
 from billing_core.domain.periods import add_months, months_offset_on_or_before
 from billing_core.domain.pricing import PriceBook, PriceList
@@ -145,8 +145,11 @@ class Charge:
     # A period: how much later credits gave back, and the day a change cut it short (used [start, ended_on)).
     credited_minor: int = 0
     ended_on: date | None = None
-    # A credit: the seq of the period charge it gives back from.
+    # A credit: the period charge it gives back from (its seq, period and amount, copied here so the
+    # credit's invoice line can name it even after that charge moved to the history).
     credit_for: int | None = None
+    credited_period: tuple[date, date] | None = None
+    credited_amount_minor: int | None = None
 
     @property
     def days(self) -> int:
@@ -190,7 +193,10 @@ class Subscription:
     next_offset: int = 0
     state: SubscriptionState = SubscriptionState.ACTIVE
     pending_change: PendingChange | None = None
+    # The charges still open: current and future periods and what is not invoiced yet (settled ones move
+    # to the store's history, see ``settle_charge_history``); ``last_charge_seq`` numbers them all.
     charges: tuple[Charge, ...] = ()
+    last_charge_seq: int = 0
     changes_made: int = 0
     version: int | None = None
 
@@ -260,7 +266,7 @@ class Subscription:
             else prorate(full, days_between(first, last), days_between(first, self.boundary(start + frequency)))
         )
         charge = Charge(
-            seq=len(self.charges) + 1,
+            seq=self.last_charge_seq + 1,
             kind=ChargeKind.PERIOD,
             period_start=first,
             period_end=last,
@@ -272,7 +278,7 @@ class Subscription:
             price_list_version=self.price.price_list_version,
             promotion=self.price.promotion,
         )
-        return replace(self, charges=(*self.charges, charge), next_offset=end)
+        return replace(self, charges=(*self.charges, charge), next_offset=end, last_charge_seq=charge.seq)
 
     def renewal_price(self, prices: PriceList) -> PriceSnapshot:
         """The price of a renewed term: the list price then current, and the promotion only if that list
@@ -768,10 +774,12 @@ def _restart_term(
 
 @dataclass(frozen=True)
 class ChangeRequest:
-    """A change of an order: the mode and the target cycle (for a frequency change, its frequency)."""
+    """A change of an order: the mode, the new billing frequency and, for an immediate change, the new term
+    (frequency changes keep the term, or reset it to P1Y in the legacy experience)."""
 
     mode: ChangeMode
-    cycle: Cycle
+    frequency: BillingFrequency
+    term: Term | None = None
 
 
 def _whole_order(order: Order, subscriptions: Sequence[Subscription]) -> list[Subscription]:
@@ -815,10 +823,16 @@ def change_order(
             ]
         )
     if request.mode is ChangeMode.SCHEDULED:
-        return schedule_frequency_change(subs, request.cycle.frequency, prices, now, plan_active=plan_active)
+        return schedule_frequency_change(subs, request.frequency, prices, now, plan_active=plan_active)
     if request.mode is ChangeMode.IMMEDIATE:
-        return change_term_now(subs, request.cycle, prices, now, plan_active=plan_active)
-    return change_billing_frequency_legacy(subs, request.cycle.frequency, prices, now, plan_active=plan_active)
+        if request.term is None:
+            raise InvalidRequest.for_field("term", "an immediate change names the new term")
+        try:
+            target = Cycle(request.term, request.frequency)
+        except ValueError as error:
+            raise ChangeNotAllowed([Refusal("not_in_matrix", str(error))]) from None
+        return change_term_now(subs, target, prices, now, plan_active=plan_active)
+    return change_billing_frequency_legacy(subs, request.frequency, prices, now, plan_active=plan_active)
 
 
 def credit_unused_days(sub: Subscription, day: date, prices: Prices) -> Subscription:
@@ -831,10 +845,12 @@ def credit_unused_days(sub: Subscription, day: date, prices: Prices) -> Subscrip
     credit = min(prorate(current.amount_minor, unused, current.days), current.remaining_minor)
     cut = replace(current, ended_on=day, credited_minor=current.credited_minor + credit)
     charges = tuple(cut if c.seq == current.seq else c for c in sub.charges)
+    last_seq = sub.last_charge_seq
     if credit:
+        last_seq += 1
         charges += (
             Charge(
-                seq=len(charges) + 1,
+                seq=last_seq,
                 kind=ChargeKind.CREDIT,
                 period_start=day,
                 period_end=current.period_end,
@@ -846,9 +862,28 @@ def credit_unused_days(sub: Subscription, day: date, prices: Prices) -> Subscrip
                 price_list_version=current.price_list_version,
                 promotion=current.promotion,
                 credit_for=current.seq,
+                credited_period=(current.period_start, current.period_end),
+                credited_amount_minor=current.amount_minor,
             ),
         )
-    return replace(sub, charges=charges)
+    return replace(sub, charges=charges, last_charge_seq=last_seq)
+
+
+def settle_charge_history(
+    sub: Subscription, invoiced_through: BillingMonth | None, today: date
+) -> tuple[Subscription, tuple[Charge, ...]]:
+    """Split off the charges that can no longer change: invoiced already (billed in ``invoiced_through``
+    or before) and not the current or a future period (a change may still credit those). They move to
+    the store's charge history, so a subscription's own item stays small however long it runs."""
+    if invoiced_through is None:
+        return sub, ()
+
+    def still_open(charge: Charge) -> bool:
+        current = charge.kind is ChargeKind.PERIOD and charge.ended_on is None and charge.period_end > today
+        return charge.bill_month > invoiced_through or current
+
+    settled = tuple(c for c in sub.charges if not still_open(c))
+    return replace(sub, charges=tuple(c for c in sub.charges if still_open(c))), settled
 
 
 def new_charges(before: Sequence[Subscription], after: Sequence[Subscription]) -> list[tuple[Subscription, Charge]]:
@@ -886,8 +921,19 @@ def charge_line(sub: Subscription, charge: Charge, prices: PriceList) -> Invoice
             quantity=charge.quantity,
             cycle=str(charge.cycle),
             customer_id=sub.owner.customer_id,
+            charge_seq=charge.seq,
+            price_list_version=charge.price_list_version,
+            promotion=charge.promotion,
+            credit_for=_credited(charge, currency),
         ),
     )
+
+
+def _credited(charge: Charge, currency: str) -> CreditedCharge | None:
+    if charge.credit_for is None or charge.credited_period is None or charge.credited_amount_minor is None:
+        return None
+    start, end = charge.credited_period
+    return CreditedCharge(charge.credit_for, start, end, Money(charge.credited_amount_minor, currency))
 
 
 def subscription_invoice_lines(

@@ -1,14 +1,15 @@
-"""The billing history of the partner portal: invoices and usage-report downloads."""
+"""The billing history of the partner portal: invoices, usage-report and reconciliation-file downloads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import InvalidRequest, NotFound
 from billing_core.domain.identity import PartnerIdentity
 from billing_core.domain.invoicing import Invoice
-from billing_core.domain.reporting import usage_report_key
+from billing_core.domain.reporting import reconciliation_key, usage_report_key
 from billing_core.ports import InvoiceStore, UsageReports
 from billing_core.schemas import DownloadLink, InvoicePage, InvoiceView
 from billing_core.services.views import invoice_view
@@ -39,10 +40,19 @@ class BillingHistoryService:
         return invoice_view(self._invoice(identity, month))
 
     def usage_report_link(self, identity: PartnerIdentity, month: str) -> DownloadLink:
+        return self._report_link(identity, month, usage_report_key, "usage report")
+
+    def reconciliation_link(self, identity: PartnerIdentity, month: str) -> DownloadLink:
+        """The invoice's reconciliation file (CSV, one row per line), written with its usage report."""
+        return self._report_link(identity, month, reconciliation_key, "reconciliation file")
+
+    def _report_link(
+        self, identity: PartnerIdentity, month: str, key_of: Callable[[str, BillingMonth], str], what: str
+    ) -> DownloadLink:
         invoice = self._invoice(identity, month)
-        key = usage_report_key(identity.partner_id, invoice.month)
+        key = key_of(identity.partner_id, invoice.month)
         if invoice.reported_at is None or not self.reports.exists(key):
-            raise NotFound(f"the usage report for {invoice.month} is not ready yet")
+            raise NotFound(f"the {what} for {invoice.month} is not ready yet")
         return DownloadLink(url=self.reports.download_url(key), expires_in_seconds=DOWNLOAD_LINK_SECONDS)
 
     def _invoice(self, identity: PartnerIdentity, month: str) -> Invoice:

@@ -24,17 +24,20 @@ from datetime import datetime
 
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.errors import ConcurrentModification, InvalidRequest, PaymentDeclined
+from billing_core.domain.errors import ConcurrentModification, InvalidRequest, PaymentDeclined, TransientFailure
 from billing_core.domain.invoicing import (
     Invoice,
+    InvoiceLine,
     InvoiceStatus,
     LateDevices,
+    LineKind,
     MonthToRate,
     WorkspaceMonthUsage,
     is_billable_month,
     rate_month,
 )
 from billing_core.domain.metering import count_seats
+from billing_core.domain.money import Money
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, ChargeStatus, SavedPaymentMethod
 from billing_core.domain.plan import Plan, PlanState
 from billing_core.domain.pricing import PriceList
@@ -44,9 +47,12 @@ from billing_core.domain.reporting import (
     UsageReportRow,
     billing_report_email,
     payment_failed_email,
+    reconciliation_csv,
+    reconciliation_key,
     usage_report_csv,
     usage_report_key,
 )
+from billing_core.domain.subscriptions import subscription_invoice_lines
 from billing_core.ports import (
     ChargeablePartners,
     ChargeQueue,
@@ -55,6 +61,7 @@ from billing_core.ports import (
     Mailer,
     PaymentProvider,
     PlanStore,
+    SubscriptionStore,
     UsageReports,
     UsageStore,
     WorkspaceStore,
@@ -74,6 +81,7 @@ class MonthlyChargeService:
     reports: UsageReports
     clock: Clock
     prices: PriceList
+    subscriptions: SubscriptionStore
 
     def charge_partner_for_month(self, partner_id: str, month: BillingMonth) -> Invoice | None:
         """Bring the partner's invoice for ``month`` as far as it can go today. None if the month is
@@ -84,10 +92,12 @@ class MonthlyChargeService:
         plan = self.plans.load_plan(partner_id)
         invoice = self.invoices.load_invoice(partner_id, month)
         if invoice is None:
-            if not (plan.is_live or plan.state is PlanState.CANCELLED) or not is_billable_month(plan, month):
+            live = plan.is_live or plan.state is PlanState.CANCELLED
+            subscription_lines, brought = self._subscription_part(plan, month) if live else ([], None)
+            if not live or not (is_billable_month(plan, month) or subscription_lines or brought):
                 self._retire_if_ended(plan, month)
                 return None
-            invoice = self._create(plan, month)
+            invoice = self._create(plan, month, subscription_lines, brought)
         if invoice.payment_attempt_started_at is not None or invoice.due_for_payment(self.clock.now().date()):
             invoice = self._pay(plan, invoice)
         if invoice.status is InvoiceStatus.PAST_DUE and plan.needs_past_due_mark():
@@ -95,10 +105,30 @@ class MonthlyChargeService:
             self._mark_plan_past_due(partner_id, invoice.month)
         return self._report(plan, invoice)
 
-    def _create(self, plan: Plan, month: BillingMonth) -> Invoice:
+    def _subscription_part(self, plan: Plan, month: BillingMonth) -> tuple[list[InvoiceLine], Money | None]:
+        """The licence subscriptions' charges and credits billed in ``month`` (their charge schedules are
+        deterministic, so a re-run computes the same lines) and the credit the previous invoice carried."""
+        subscriptions = self.subscriptions.list_subscriptions(plan.partner_id)
+        if not subscriptions:
+            return [], None  # only subscription credits are ever carried forward
+        lines = subscription_invoice_lines(subscriptions, month, self.prices)
+        before = month.previous()
+        previous = self.invoices.load_invoice(plan.partner_id, before)
+        if previous is None and (
+            is_billable_month(plan, before) or subscription_invoice_lines(subscriptions, before, self.prices)
+        ):
+            # Its credit, if any, must not be lost: this month waits for that invoice (the run retries).
+            raise TransientFailure(f"the invoice of {before} for {plan.partner_id} is not made yet")
+        carried = [line for line in previous.lines if line.kind is LineKind.CREDIT_CARRIED_FORWARD] if previous else []
+        brought = Money(sum(line.amount.amount_minor for line in carried), plan.currency or "USD") if carried else None
+        return lines, brought
+
+    def _create(
+        self, plan: Plan, month: BillingMonth, subscription_lines: list[InvoiceLine], brought: Money | None
+    ) -> Invoice:
         """Close the month on the plan (so sightings arriving from now on are late usage for the next
-        invoice), rate it, and store the invoice, with the first payment attempt already claimed when
-        something is due (one write instead of two)."""
+        invoice), rate it with the subscriptions' lines of the month, and store the invoice, with the first
+        payment attempt already claimed when something is due (one write instead of two)."""
         plan = self._close_month(plan, month)
         workspaces = self.workspaces.list_workspaces(plan.partner_id)
         on_plan = {w.workspace_id: w for w in workspaces if w.billed_in(month)}
@@ -123,6 +153,8 @@ class MonthlyChargeService:
             invoiced_seats=self._invoiced_seats(plan.partner_id, late, month, late_licences),
             workspaces={u.workspace_id: u for u in usage},
             late_licences=late_licences,
+            subscription_lines=subscription_lines,
+            credit_brought_forward=brought,
         )
         now = self.clock.now()
         invoice = rate_month(request, self.prices, now)
@@ -260,6 +292,7 @@ class MonthlyChargeService:
         now = self.clock.now()
         if invoice.needs_report:
             self.reports.put(usage_report_key(plan.partner_id, invoice.month), self._usage_report(plan, invoice))
+            self.reports.put(reconciliation_key(plan.partner_id, invoice.month), reconciliation_csv(invoice))
             message_id = self._send(plan, billing_report_email(invoice, plan.partner_id))
             reported = replace(invoice, reported_at=now)
             return self.invoices.save_invoice(

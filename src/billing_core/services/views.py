@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.invoicing import Invoice
+from billing_core.domain.invoicing import Invoice, InvoiceLine, SubscriptionLineDetail
 from billing_core.domain.money import Money
 from billing_core.domain.plan import Plan
 from billing_core.domain.workspace import LicenceDocument, Workspace
 from billing_core.schemas import (
+    CreditedChargeView,
     InvoiceLineView,
     InvoiceView,
     LicenceDocumentView,
     MoneyView,
     PlanStatusView,
     PlanWorkspaceView,
+    SubscriptionLineView,
     WorkspaceView,
 )
 
@@ -73,25 +75,55 @@ def licence_document_view(document: LicenceDocument) -> LicenceDocumentView:
     )
 
 
+def subscription_line_view(line: InvoiceLine, detail: SubscriptionLineDetail) -> SubscriptionLineView:
+    credited = detail.credit_for
+    return SubscriptionLineView(
+        subscription_id=detail.subscription_id,
+        order_id=detail.order_id,
+        customer_id=detail.customer_id,
+        sku=line.edition,
+        cycle=detail.cycle,
+        quantity=detail.quantity,
+        period_first_day=detail.period_start,
+        period_last_day=detail.period_end - timedelta(days=1),
+        charge_seq=detail.charge_seq,
+        price_list_version=detail.price_list_version,
+        promotion=detail.promotion,
+        credit_for=(
+            CreditedChargeView(
+                seq=credited.seq,
+                period_first_day=credited.period_start,
+                period_last_day=credited.period_end - timedelta(days=1),
+                amount=money_view(credited.amount),
+            )
+            if credited is not None
+            else None
+        ),
+    )
+
+
+def invoice_line_view(line: InvoiceLine) -> InvoiceLineView:
+    return InvoiceLineView(
+        kind=line.kind.value,
+        workspace_id=line.workspace_id,
+        description=line.description,
+        edition=line.edition,
+        month=str(line.month),
+        seats=line.seats,
+        devices=line.devices,
+        unit_price=money_view(line.unit_price),
+        amount=money_view(line.amount),
+        adjustment=line.adjustment,
+        subscription=subscription_line_view(line, line.subscription) if line.subscription is not None else None,
+    )
+
+
 def invoice_view(invoice: Invoice) -> InvoiceView:
     return InvoiceView(
         month=str(invoice.month),
         status=invoice.status.value,
         total=money_view(invoice.total),
-        lines=[
-            InvoiceLineView(
-                workspace_id=line.workspace_id,
-                description=line.description,
-                edition=line.edition,
-                month=str(line.month),
-                seats=line.seats,
-                devices=line.devices,
-                unit_price=money_view(line.unit_price),
-                amount=money_view(line.amount),
-                adjustment=line.adjustment,
-            )
-            for line in invoice.lines
-        ],
+        lines=[invoice_line_view(line) for line in invoice.lines],
         price_list_version=invoice.price_list_version,
         created_at=invoice.created_at,
         payment_attempts=invoice.payment_attempts,

@@ -13,7 +13,14 @@ from billing_core.adapters.dynamodb.models import InvoiceItem, partner_pk
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth, parse_iso, to_iso
 from billing_core.domain.errors import BadRequest, ConcurrentModification
-from billing_core.domain.invoicing import Invoice, InvoiceLine, InvoiceStatus
+from billing_core.domain.invoicing import (
+    CreditedCharge,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    LineKind,
+    SubscriptionLineDetail,
+)
 from billing_core.domain.money import Money
 
 INVOICE_PREFIX = "INVOICE#"
@@ -21,8 +28,11 @@ INVOICE_PREFIX = "INVOICE#"
 
 # Lines and events are stored as compact JSON arrays (no repeated keys): an invoice of 20 workspaces
 # with its whole audit trail stays within 2-3 KB, so each of its few writes costs 2-3 WCU.
+# A seat line is the 9 fields below (as stored before line kinds existed). A line with a kind or a
+# subscription detail appends two more: the kind (or null) and the detail (a small object, or null);
+# a stored line of 9 fields has no kind, which reads as seats / seat adjustment.
 def _line_to_json(line: InvoiceLine) -> list[Any]:
-    return [
+    stored: list[Any] = [
         line.workspace_id,
         line.description,
         line.edition,
@@ -33,10 +43,16 @@ def _line_to_json(line: InvoiceLine) -> list[Any]:
         str(line.month),
         int(line.adjustment),
     ]
+    if line.line_kind is not None or line.subscription is not None:
+        kind = line.line_kind.value if line.line_kind is not None else None
+        detail = _detail_to_json(line.subscription) if line.subscription is not None else None
+        stored += [kind, detail]
+    return stored
 
 
 def _line_from_json(data: list[Any], currency: str) -> InvoiceLine:
-    workspace_id, description, edition, seats, devices, unit_minor, amount_minor, month, adjustment = data
+    workspace_id, description, edition, seats, devices, unit_minor, amount_minor, month, adjustment = data[:9]
+    kind, detail = (data[9], data[10]) if len(data) > 9 else (None, None)
     return InvoiceLine(
         workspace_id=workspace_id,
         description=description,
@@ -47,6 +63,61 @@ def _line_from_json(data: list[Any], currency: str) -> InvoiceLine:
         amount=Money(int(amount_minor), currency),
         month=BillingMonth.parse(month),
         adjustment=bool(adjustment),
+        line_kind=LineKind(kind) if kind is not None else None,
+        subscription=_detail_from_json(detail, currency) if detail is not None else None,
+    )
+
+
+# Keys of a stored subscription detail; optional ones are left out when unset.
+def _detail_to_json(detail: SubscriptionLineDetail) -> dict[str, Any]:
+    stored: dict[str, Any] = {
+        "sub": detail.subscription_id,
+        "order": detail.order_id,
+        "start": detail.period_start.isoformat(),
+        "end": detail.period_end.isoformat(),
+        "qty": detail.quantity,
+        "cycle": detail.cycle,
+    }
+    optional: dict[str, Any] = {
+        "customer": detail.customer_id,
+        "seq": detail.charge_seq,
+        "plv": detail.price_list_version,
+        "promo": detail.promotion,
+    }
+    stored.update({key: value for key, value in optional.items() if value is not None})
+    if detail.credit_for is not None:
+        credited = detail.credit_for
+        stored["credit_for"] = [
+            credited.seq,
+            credited.period_start.isoformat(),
+            credited.period_end.isoformat(),
+            credited.amount.amount_minor,
+        ]
+    return stored
+
+
+def _detail_from_json(data: dict[str, Any], currency: str) -> SubscriptionLineDetail:
+    credit_for = None
+    if data.get("credit_for") is not None:
+        seq, start, end, amount_minor = data["credit_for"]
+        credit_for = CreditedCharge(
+            seq=int(seq),
+            period_start=date.fromisoformat(start),
+            period_end=date.fromisoformat(end),
+            amount=Money(int(amount_minor), currency),
+        )
+    return SubscriptionLineDetail(
+        subscription_id=data["sub"],
+        order_id=data["order"],
+        period_start=date.fromisoformat(data["start"]),
+        period_end=date.fromisoformat(data["end"]),
+        quantity=int(data["qty"]),
+        cycle=data["cycle"],
+        customer_id=data.get("customer"),
+        charge_seq=int(data["seq"]) if data.get("seq") is not None else None,
+        price_list_version=data.get("plv"),
+        promotion=data.get("promo"),
+        credit_for=credit_for,
     )
 
 

@@ -7,6 +7,9 @@ Item layout (pk / sk):
   PARTNER#<partner_id>   / WORKSPACE#<created>#<ws_id>  the partner's workspace, written with it once: the
                                                          strongly consistent listing (a GSI cannot be)
   WORKSPACE#<ws_id>      / WORKSPACE                    a workspace (VersionAttribute); gsi1 lists by partner
+  PARTNER#<partner_id>   / ORDER#<order_id>             an order of licence subscriptions (VersionAttribute)
+  PARTNER#<partner_id>   / SUBSCRIPTION#<sub_id>        a subscription with its open charges (VersionAttribute)
+  PARTNER#<partner_id>   / SUBCHARGES#<sub_id>#<seq>    settled charges of a subscription, written once
   CATALOG                / PRICELIST#<version>          a published price-list document, written once
   CATALOG                / EFFECTIVE#<YYYY-MM-DD>       guard: one price list per effective day
 
@@ -183,6 +186,64 @@ class InvoiceItem(Model):
     version = VersionAttribute()
 
 
+class OrderItem(Model):
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    order_id = UnicodeAttribute()
+    partner_id = UnicodeAttribute()
+    customer_id = UnicodeAttribute(null=True)
+    subscription_ids: JSONAttribute = JSONAttribute(default=list)
+    experience = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    request_fingerprint = UnicodeAttribute(default="")
+    change_keys: JSONAttribute = JSONAttribute(default=list)
+    version = VersionAttribute()
+
+
+class SubscriptionItem(Model):
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    subscription_id = UnicodeAttribute()
+    order_id = UnicodeAttribute()
+    partner_id = UnicodeAttribute()
+    customer_id = UnicodeAttribute(null=True)
+    sku = UnicodeAttribute()
+    quantity = NumberAttribute()
+    term = UnicodeAttribute()
+    frequency = UnicodeAttribute()
+    anchor = UnicodeAttribute()  # YYYY-MM-DD
+    price: JSONAttribute = JSONAttribute()
+    created_at = UTCDateTimeAttribute()
+    add_on_of = UnicodeAttribute(null=True)
+    auto_renew = BooleanAttribute(default=True)
+    ends_at_offset = NumberAttribute(null=True)
+    next_offset = NumberAttribute(default=0)
+    state = UnicodeAttribute()
+    pending_change: JSONAttribute = JSONAttribute(null=True)
+    charges: JSONAttribute = JSONAttribute(default=list)
+    last_charge_seq = NumberAttribute(default=0)
+    changes_made = NumberAttribute(default=0)
+    version = VersionAttribute()
+
+
+class SubscriptionChargesItem(Model):
+    """Settled charges of one subscription (invoiced, no longer changeable), moved out of its item."""
+
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    subscription_id = UnicodeAttribute()
+    charges: JSONAttribute = JSONAttribute(default=list)
+
+
 class PriceListItem(Model):
     """CATALOG / PRICELIST#<version> (the document) or EFFECTIVE#<day> (the guard that keeps effective days
     distinct); both written once, in one transaction."""
@@ -200,6 +261,9 @@ class PriceListItem(Model):
 
 
 BILLING_MODELS: tuple[type[Model], ...] = (
+    OrderItem,
+    SubscriptionItem,
+    SubscriptionChargesItem,
     PriceListItem,
     PlanItem,
     PaymentItem,

@@ -208,11 +208,11 @@ class DynamoBillingStore:
         return replace(workspace, version=item.version)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _transaction(self, what: str) -> _GuardedTransaction:
-        return _GuardedTransaction(self._connection, what)
+    def _transaction(self, what: str) -> GuardedTransaction:
+        return GuardedTransaction(self._connection, what)
 
 
-class _GuardedTransaction(TransactWrite):
+class GuardedTransaction(TransactWrite):
     """A TransactWrite whose failed conditions surface as the domain's ConcurrentModification."""
 
     def __init__(self, connection: Connection, what: str) -> None:

@@ -1,0 +1,143 @@
+"""Pydantic models of the subscriptions part of the partner API: orders, subscriptions, change options,
+change previews and changes (seed 002). Request models forbid unknown fields (a typo is a 422)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from billing_core.domain.subscriptions import MAX_QUANTITY, MAX_SUBSCRIPTIONS_PER_ORDER
+from billing_core.schemas import MoneyView
+
+TermCode = Literal["P1M", "P1Y", "P3Y"]
+FrequencyCode = Literal["monthly", "annual", "triennial"]
+SkuCode = str
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class AddOnLine(RequestModel):
+    sku: SkuCode = Field(min_length=1, max_length=64, description="An add-on SKU of the base subscription's SKU")
+    quantity: int = Field(ge=1, le=MAX_QUANTITY, strict=True)
+    # Add-ons are billed on their base's cycle; given here, they must equal it (else 422).
+    term: TermCode | None = None
+    billing_frequency: FrequencyCode | None = None
+
+
+class OrderLineRequest(RequestModel):
+    sku: SkuCode = Field(min_length=1, max_length=64, description="A licence SKU of the price list")
+    quantity: int = Field(ge=1, le=MAX_QUANTITY, strict=True)
+    term: TermCode
+    billing_frequency: FrequencyCode
+    add_ons: list[AddOnLine] = Field(default_factory=list, max_length=MAX_SUBSCRIPTIONS_PER_ORDER - 1)
+
+
+class CreateOrderRequest(RequestModel):
+    items: list[OrderLineRequest] = Field(min_length=1, max_length=MAX_SUBSCRIPTIONS_PER_ORDER)
+    experience: Literal["new", "legacy"] = Field(
+        default="new",
+        description="The commerce experience the order is bought under: it decides the changes it may make",
+    )
+    customer_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="The partner's customer it is for (billed to the partner)",
+    )
+
+
+class ChangeOrderRequest(RequestModel):
+    mode: Literal["scheduled", "immediate", "legacy_frequency"] = Field(
+        description="scheduled: the billing frequency from the next period; immediate: a longer term (with a "
+        "billing frequency) from today; legacy_frequency: the legacy experience's immediate frequency change"
+    )
+    term: TermCode | None = Field(default=None, description="The new term (immediate changes only)")
+    billing_frequency: FrequencyCode
+
+
+class PriceView(BaseModel):
+    unit_price: MoneyView = Field(description="Of one unit for one billing period, after the promotion")
+    list_price: MoneyView
+    promotion: str | None
+    price_list_version: str
+
+
+class PendingChangeView(BaseModel):
+    billing_frequency: FrequencyCode
+    effective_on: date
+    price: PriceView
+
+
+class SubscriptionView(BaseModel):
+    subscription_id: str
+    order_id: str
+    customer_id: str | None
+    sku: str
+    name: str
+    quantity: int
+    term: TermCode
+    billing_frequency: FrequencyCode
+    add_on_of: str | None
+    state: Literal["active", "expired"]
+    term_started_on: date
+    term_ends_on: date = Field(description="The first day after the current term")
+    next_period_starts_on: date | None
+    auto_renew: bool
+    price: PriceView
+    pending_change: PendingChangeView | None
+
+
+class OrderView(BaseModel):
+    order_id: str
+    customer_id: str | None
+    experience: Literal["new", "legacy"]
+    created_at: datetime
+    subscriptions: list[SubscriptionView]
+
+
+class RefusalView(BaseModel):
+    code: str
+    message: str
+
+
+class ChangeOptionView(BaseModel):
+    mode: Literal["scheduled", "immediate", "legacy_frequency"]
+    term: TermCode
+    billing_frequency: FrequencyCode
+    effective_on: date | None
+    allowed: bool
+    refusals: list[RefusalView]
+
+
+class ChangeOptionsView(BaseModel):
+    order_id: str
+    experience: Literal["new", "legacy"]
+    pending_change: PendingChangeView | None
+    options: list[ChangeOptionView]
+
+
+class ChangeLineView(BaseModel):
+    kind: Literal["licence_period", "change_credit"]
+    subscription_id: str
+    description: str
+    period_start: date
+    period_end: date = Field(description="The last day of the period")
+    quantity: int
+    amount: MoneyView
+    invoice_month: str = Field(description="YYYY-MM: the invoice the line goes on")
+    credit_for_period_start: date | None = None
+
+
+class ChangePreviewView(BaseModel):
+    order_id: str
+    lines: list[ChangeLineView] = Field(description="What the change adds to invoices (credits negative)")
+    total: MoneyView
+    effective_on: date
+
+
+class ChangeResultView(ChangePreviewView):
+    order: OrderView
