@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 LAYER_PYTHON_VERSION := 3.12
 LAYER_PLATFORM       := manylinux2014_aarch64
 
-.PHONY: up serve test lint typecheck unit layer clean reset install bench-import bench-meter bench-charge
+.PHONY: up serve test lint typecheck unit layer sam-check clean reset install bench-import bench-meter bench-charge
 
 install: $(STAMP)
 
@@ -74,7 +74,24 @@ layer: $(STAMP)
 	  --only-binary=:all: "$$(grep -o 'chalice==[0-9.]*' pyproject.toml)"
 	cp -r src/billing_core build/layer/python/
 	find build/layer -name '__pycache__' -prune -exec rm -rf {} +
-	@echo "Layer ready in build/layer ($$(du -sh build/layer | cut -f1)); deploy with: sam deploy --guided"
+	@echo "Layer ready in build/layer ($$(du -sh build/layer | cut -f1)); deploy with: sam deploy (settings in samconfig.toml)"
+
+# `sam validate --lint` and `sam build` of template.yaml, without Docker or an AWS account (about 10 s, plus
+# a minute or two the first time, to install the SAM CLI). The SAM CLI gets a venv of its own: its pins (boto3,
+# botocore, pydantic, click) are not the project's. Not part of `make test`: that installs nothing from outside
+# the project's pins; cfn-lint (in the suite) already checks the template with SAM's transform.
+SAM_CLI_VERSION := 1.170.0
+SAM_VENV        := .venv-sam
+SAM             := $(SAM_VENV)/bin/sam
+
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet "aws-sam-cli==$(SAM_CLI_VERSION)"
+
+sam-check: $(SAM) layer
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --template template.yaml
+	SAM_CLI_TELEMETRY=0 $(SAM) build --template template.yaml
+	@echo "sam validate --lint and sam build passed (.aws-sam/build); deploy with: sam deploy"
 
 clean:
-	rm -rf build .mypy_cache .pytest_cache .ruff_cache
+	rm -rf build .aws-sam .mypy_cache .pytest_cache .ruff_cache

@@ -48,8 +48,8 @@ from billing_core.adapters.dynamodb.repositories import CHARGEABLE, PLAN_SK, WOR
 from billing_core.adapters.dynamodb.usage import DeviceMonthItem, device_month_pk, device_sk  # noqa: E402
 from billing_core.domain.calendar import BillingMonth, to_iso  # noqa: E402
 from billing_core.domain.metering import Billability  # noqa: E402
-from billing_core.domain.pricing import PRICE_LIST_2026_01  # noqa: E402
 from infra import PROJECT_ROOT  # noqa: E402
+from infra.catalog import example_price_list  # noqa: E402
 from infra.lambda_runtime import LocalLambdaContext, load_handler, sqs_event, sqs_record  # noqa: E402
 from infra.processes import free_port  # noqa: E402
 from infra.stack import LocalStack, StackConfig  # noqa: E402
@@ -59,7 +59,7 @@ ACTIVATED = datetime(2026, 9, 10, 9, 0, tzinfo=UTC)
 WORKSPACES_PER_PARTNER = 20
 MAX_DEVICES_PER_WORKSPACE = 20
 WORKERS = 4
-EDITIONS = sorted(PRICE_LIST_2026_01.editions)
+EDITIONS = sorted(example_price_list().editions)
 
 
 def generate_and_load(partners: int, seed: int) -> dict[str, int]:
@@ -94,7 +94,7 @@ def generate_and_load(partners: int, seed: int) -> dict[str, int]:
             edition = rng.choice(EDITIONS)
             max_devices = rng.randint(5, MAX_DEVICES_PER_WORKSPACE)
             seen = rng.randint(0, MAX_DEVICES_PER_WORKSPACE)
-            total += min(seen, max_devices) * PRICE_LIST_2026_01.editions[edition].seat_price_minor["USD"]
+            total += min(seen, max_devices) * example_price_list().editions[edition].seat_price_minor["USD"]
             workspaces.append(
                 WorkspaceItem(
                     pk=workspace_pk(workspace_id),

@@ -425,8 +425,9 @@ def _print_demo_result(result: object, seconds: float) -> None:
     for partner in result.partners:
         console.print(f"  {partner.name} ({partner.partner_id}): {partner.story}")
     table = Table(title=f"Invoices ({result.started_at:%Y-%m-%d} to {result.ended_at:%Y-%m-%d} on the test clock)")
-    for column in ("partner", "month", "status", "attempts", "seats", "total", "expected", "check"):
-        table.add_column(column, justify="right" if column in ("attempts", "seats", "total", "expected") else "left")
+    for column in ("partner", "month", "status", "attempts", "seats", "licences", "total", "expected", "check"):
+        numeric = column in ("attempts", "seats", "licences", "total", "expected")
+        table.add_column(column, justify="right" if numeric else "left")
     for check in result.checks:
         table.add_row(
             check.partner.name,
@@ -434,6 +435,7 @@ def _print_demo_result(result: object, seconds: float) -> None:
             check.status,
             str(check.attempts),
             str(check.seats),
+            f"{check.licences_minor / 100:.2f}" if check.licences_minor else "",
             f"{check.total_minor / 100:.2f} USD",
             f"{check.expected_minor / 100:.2f} USD",
             "[green]✓[/]" if check.matches else "[red]✗[/]",
@@ -565,18 +567,15 @@ def catalog_load(
 ) -> None:
     """Validate a price list and publish it on the running local stack. Loading the same file again changes
     nothing; a published version is never rewritten (publish a new version with a later effective_from)."""
-    import yaml
-
     from billing_core.adapters.dynamodb.catalog import DynamoCatalogStore
     from billing_core.domain.errors import Conflict, InvalidRequest
     from billing_core.wiring import services
+    from infra.catalog import PriceListFileError, read_price_list_document
 
     try:
-        document = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        _fail(f"cannot read {file}: {error}")
-    if not isinstance(document, dict):
-        _fail(f"{file} is not a price-list document (a mapping with version, effective_from, ...)")
+        document = read_price_list_document(file)
+    except PriceListFileError as error:
+        _fail(str(error))
     stack = _running_stack(dynamodb_port, moto_port, clock_file)
     with _stack_calls():
         services()  # binds the billing table's models

@@ -6,11 +6,16 @@ day by day and fires the template's schedules on the way (the monthly runs on th
 7th) and the one-time end-of-plan schedules. One partner's first charge each month is declined and
 retried, one activates mid-month, one cancels, one cancels and then reactivates. The agents keep the
 ground truth (which devices each workspace reported while its licence was valid), and every invoice
-is checked against it.
+is checked against it. Two partners also buy licence subscriptions (seed 002): one a three-year term
+billed annually that it then switches to monthly billing (a scheduled change, from its next period), one
+a one-month term it moves to a one-year term (an immediate change: the unused days are credited on the
+next invoice). The demo keeps its own account of those charges (plain calendar arithmetic on the price
+list) and checks every invoice's total against seats and licences together.
 """
 
 from __future__ import annotations
 
+import calendar
 import functools
 import json
 import random
@@ -22,17 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from email.message import EmailMessage
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import boto3
 
 from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.catalog import BillingFrequency, Cycle, Term
 from billing_core.domain.identity import Role
 from billing_core.domain.plan import plan_end_instant
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.services.monthly_charge import previous_month
 from infra import LOCAL_STATE_DIR
+from infra.catalog import example_price_list
 from infra.dev_tokens import development_token
 from infra.stack import LocalStack
 
@@ -62,6 +69,64 @@ class SimulatedWorkspace:
         return self.licence_ends_after is None or moment < self.licence_ends_after
 
 
+def plus_months(day: date, months: int) -> date:
+    """``day`` plus whole calendar months, the day clamped to the month (the demo's own arithmetic)."""
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
+@dataclass
+class LicenceStep:
+    """What a partner does with its licence subscriptions at a moment: buy, or change the order."""
+
+    at: datetime
+    kind: str  # "buy", "schedule" (the billing frequency, from the next period) or "immediate" (a longer term)
+    sku: str = ""
+    quantity: int = 0
+    term: str = ""
+    frequency: str = ""
+
+
+@dataclass
+class ExpectedLicences:
+    """The demo's own account of one order's charges: periods billed in advance in the month they start,
+    a change's credit from the amount charged for the period it cuts short (unused days / period days)."""
+
+    sku: str = ""
+    quantity: int = 0
+    unit_minor: int = 0
+    anchor: date | None = None
+    period_months: int = 1
+    next_offset: int = 0
+    current: tuple[date, date, int] | None = None  # the period in progress: start, end, amount
+    charges: dict[BillingMonth, int] = field(default_factory=dict)
+
+    def start(self, day: date, unit_minor: int, period_months: int) -> None:
+        """A new series of periods from ``day`` (a purchase, or a change to a longer term)."""
+        self.anchor, self.unit_minor, self.period_months, self.next_offset = day, unit_minor, period_months, 0
+        self.through(day)
+
+    def through(self, day: date) -> None:
+        """Charge every period that starts on or before ``day``."""
+        assert self.anchor is not None
+        while (start := plus_months(self.anchor, self.next_offset)) <= day:
+            end = plus_months(self.anchor, self.next_offset + self.period_months)
+            self.current = (start, end, self.quantity * self.unit_minor)
+            self._add(start, self.current[2])
+            self.next_offset += self.period_months
+
+    def credit_unused(self, day: date) -> None:
+        self.through(day)
+        assert self.current is not None
+        start, end, amount = self.current
+        self._add(day, -round(Fraction(amount * (end - day).days, (end - start).days)))  # half to even
+
+    def _add(self, day: date, amount: int) -> None:
+        month = BillingMonth.containing_date(day)
+        self.charges[month] = self.charges.get(month, 0) + amount
+
+
 @dataclass
 class SimulatedPartner:
     name: str
@@ -75,6 +140,19 @@ class SimulatedPartner:
     reactivate_at: datetime | None = None
     ends_on: date | None = None  # set once the end date is fixed (and not withdrawn)
     active: bool = False
+    licences: list[LicenceStep] = field(default_factory=list)
+    order_id: str = ""
+    expected_licences: ExpectedLicences = field(default_factory=ExpectedLicences)
+
+    def seat_month(self, month: BillingMonth) -> bool:
+        return month in self.billable_months(month)
+
+    def invoiced_months(self, through: BillingMonth) -> list[BillingMonth]:
+        """Months with seats billed, and months with licence charges (the activation month too)."""
+        if self.expected_licences.anchor is not None:
+            self.expected_licences.through(through.last_day)
+        licence_months = {m for m in self.expected_licences.charges if m <= through}
+        return sorted(set(self.billable_months(through)) | licence_months)
 
     def billable_months(self, through: BillingMonth) -> list[BillingMonth]:
         month = BillingMonth.containing(self.activate_at).next()  # the activation month is covered
@@ -86,14 +164,17 @@ class SimulatedPartner:
         return months
 
     def expected_invoice(self, month: BillingMonth) -> tuple[int, dict[str, tuple[int, int]]]:
-        """Total (minor units) and (seats, devices) per workspace, from the ground truth."""
-        lines = {}
-        total = 0
+        """Total (minor units) and (seats, devices) per workspace, from the ground truth: the seats of a
+        billed month and the licence charges of the month."""
+        lines: dict[str, tuple[int, int]] = {}
+        total = self.expected_licences.charges.get(month, 0)
+        if not self.seat_month(month):
+            return total, lines
         for workspace in self.workspaces:
             devices = len(workspace.seen.get(month, set()))
             seats = min(devices, workspace.max_devices)
             lines[workspace.workspace_id] = (seats, devices)
-            total += seats * PRICE_LIST_2026_01.seat_price(workspace.edition, "USD").amount_minor
+            total += seats * example_price_list().seat_price(workspace.edition, "USD").amount_minor
         return total, lines
 
 
@@ -106,6 +187,7 @@ class InvoiceCheck:
     total_minor: int
     expected_minor: int
     seats: int
+    licences_minor: int  # the licence lines' part of the total (charges less credits)
     matches: bool
 
 
@@ -171,7 +253,18 @@ def cast_partners(count: int, start: datetime, seed: int) -> list[SimulatedPartn
         return datetime.combine(month.first_day + timedelta(days=day - 1), time(hour), tzinfo=UTC)
 
     stories = [
-        SimulatedPartner("Northwind IT", "steady, card always succeeds", "pm_card_visa", start, workspaces("nw", 2)),
+        SimulatedPartner(
+            "Northwind IT",
+            "steady; buys Cloud Backup for 3 years billed annually, then switches it to monthly billing from its "
+            "next period (a scheduled change)",
+            "pm_card_visa",
+            start,
+            workspaces("nw", 2),
+            licences=[
+                LicenceStep(start + timedelta(hours=1), "buy", "backup-standard", 5, "P3Y", "annual"),
+                LicenceStep(at(month1, 10), "schedule", frequency="monthly"),
+            ],
+        ),
         SimulatedPartner(
             "Contoso Managed",
             "first charge each month declined (insufficient funds), paid on the retry",
@@ -198,7 +291,16 @@ def cast_partners(count: int, start: datetime, seed: int) -> list[SimulatedPartn
             reactivate_at=at(month1, 25),
         ),
         SimulatedPartner(
-            "Litware Partners", "activates mid-month", "pm_card_mastercard", at(month1, 15, 10), workspaces("li", 2)
+            "Litware Partners",
+            "activates mid-month; buys EDR for one month, moves it to a one-year term five days later (the unused "
+            "days are credited on the next invoice)",
+            "pm_card_mastercard",
+            at(month1, 15, 10),
+            workspaces("li", 2),
+            licences=[
+                LicenceStep(at(month1, 15, 11), "buy", "edr-business", 3, "P1M", "monthly"),
+                LicenceStep(at(month1, 20), "immediate", term="P1Y", frequency="monthly"),
+            ],
         ),
     ]
     for extra in range(len(stories), count):
@@ -275,6 +377,11 @@ class BillingDemo:
             for moment, action in actions:
                 if moment is not None and moment.date() == day:
                     moments.append((max(moment, self.clock.now()), order, functools.partial(action, partner)))
+            for step in partner.licences:
+                if step.at.date() == day:
+                    moments.append(
+                        (max(step.at, self.clock.now()), order, functools.partial(self._licence_step, partner, step))
+                    )
         noon = datetime.combine(day, time(REPORT_HOUR), tzinfo=UTC)
         moments.append((max(noon, self.clock.now()), len(self.partners), self._agents_report))
         for moment, _, act in sorted(moments, key=lambda entry: entry[:2]):
@@ -299,6 +406,29 @@ class BillingDemo:
             )
             workspace.workspace_id = created["workspace_id"]
         partner.active = True
+
+    def _licence_step(self, partner: SimulatedPartner, step: LicenceStep) -> None:
+        api = PartnerApi(self.api_url, partner.partner_id)
+        today = self.clock.now().date()
+        expected = partner.expected_licences
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+        if step.kind == "buy":
+            item = {"sku": step.sku, "quantity": step.quantity, "term": step.term, "billing_frequency": step.frequency}
+            partner.order_id = api.expect(201, "POST", "/orders", {"items": [item]}, **key)["order_id"]
+            expected.sku, expected.quantity = step.sku, step.quantity
+            expected.start(today, *_unit_and_period(expected.sku, step.term, step.frequency, today))
+            return
+        path = f"/orders/{partner.order_id}/changes"
+        if step.kind == "schedule":
+            changed = api.expect(200, "POST", path, {"mode": "scheduled", "billing_frequency": step.frequency}, **key)
+            pending = changed["order"]["subscriptions"][0]["pending_change"]
+            if pending is None or pending["billing_frequency"] != step.frequency:
+                raise DemoFailure(f"{partner.name}: the scheduled change is not pending: {changed}")
+            return  # nothing changes before the next period (a year later, past the demo)
+        change = {"mode": "immediate", "term": step.term, "billing_frequency": step.frequency}
+        api.expect(200, "POST", path, change, **key)
+        expected.credit_unused(today)
+        expected.start(today, *_unit_and_period(expected.sku, step.term, step.frequency, today))
 
     def _cancel(self, partner: SimulatedPartner) -> None:
         api = PartnerApi(self.api_url, partner.partner_id)
@@ -354,14 +484,18 @@ class BillingDemo:
             api = PartnerApi(self.api_url, partner.partner_id)
             invoices = {item["month"]: item for item in api.expect(200, "GET", "/invoices?limit=50")["items"]}
             self.invoices[partner.partner_id] = list(invoices.values())
-            expected_months = partner.billable_months(last_charged)
+            expected_months = partner.invoiced_months(last_charged)
             for month in expected_months:
                 expected_total, expected_lines = partner.expected_invoice(month)
                 invoice = invoices.pop(str(month), None)
                 if invoice is None:
                     unexpected.append(f"{partner.name}: no invoice for {month}")
                     continue
-                lines = {line["workspace_id"]: (line["seats"], line["devices"]) for line in invoice["lines"]}
+                lines = {
+                    line["workspace_id"]: (line["seats"], line["devices"])
+                    for line in invoice["lines"]
+                    if line["kind"] in ("seats", "seat_adjustment")
+                }
                 matches = (
                     invoice["total"]["amount_minor"] == expected_total
                     and lines == expected_lines
@@ -376,6 +510,11 @@ class BillingDemo:
                         invoice["total"]["amount_minor"],
                         expected_total,
                         sum(seats for seats, _ in lines.values()),
+                        sum(
+                            line["amount"]["amount_minor"]
+                            for line in invoice["lines"]
+                            if line["kind"] in ("licence_period", "change_credit")
+                        ),
                         matches,
                     )
                 )
@@ -428,6 +567,11 @@ class BillingDemo:
                     "story": partner.story,
                     "activated_at": partner.activate_at.isoformat(),
                     "ends_on": partner.ends_on.isoformat() if partner.ends_on else None,
+                    "order_id": partner.order_id or None,
+                    # The demo's own account of the licence charges per invoice month (minor units).
+                    "expected_licences": {
+                        str(month): amount for month, amount in sorted(partner.expected_licences.charges.items())
+                    },
                     "workspaces": [
                         {
                             "workspace_id": w.workspace_id,
@@ -461,3 +605,16 @@ def _add_months(month: BillingMonth, count: int) -> BillingMonth:
     for _ in range(count):
         month = month.next()
     return month
+
+
+def _unit_and_period(sku: str, term: str, frequency: str, day: date) -> tuple[int, int]:
+    """One unit for one billing period on the price list (less the promotion running that day), and the
+    period's length in months."""
+    cycle = Cycle(Term(term), BillingFrequency(frequency))
+    prices = example_price_list()
+    price = prices.licence_price(sku, cycle, "USD")
+    if price is None:
+        raise DemoFailure(f"{sku} is not sold as {cycle}")
+    promotion = prices.best_promotion(sku, cycle, day)
+    percent = promotion.percent_off_basis_points if promotion else 0
+    return price.amount_minor - round(Fraction(price.amount_minor * percent, 10_000)), cycle.frequency.months

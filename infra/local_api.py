@@ -94,6 +94,11 @@ def composed_partner_api(template: dict[str, Any]) -> Chalice:
     return app
 
 
+UNAUTHORIZED_BODY = json.dumps(
+    {"error": {"code": "unauthenticated", "message": "a valid partner token is required (Authorization header)"}}
+).encode()
+
+
 def _readable_claims(token: str) -> bool:
     """Whether Chalice's local authorizer can read the token's claims (it decodes, never verifies)."""
     try:
@@ -158,7 +163,8 @@ class DevelopmentRequestHandler(ChaliceRequestHandler):
         if authorization is not None and not _readable_claims(authorization):
             self._parse_payload()  # read the body, so the connection can carry the next request
             headers = {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"}
-            self._send_http_response(401, headers, b'{"message": "Unauthorized"}')
+            # The body of the template's UNAUTHORIZED gateway response: the documented error shape, no token.
+            self._send_http_response(401, headers, UNAUTHORIZED_BODY)
             return
         self._generic_handle()
 

@@ -13,7 +13,9 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
+from billing_core.adapters.dynamodb.models import bind_billing_table
 from infra import DEFAULT_STACK_NAME, LOCAL_STATE_DIR, PROJECT_ROOT
+from infra.catalog import publish_example_price_list
 from infra.dynamodb_local import DynamoDBLocal
 from infra.lambda_runtime import (
     Handler,
@@ -128,6 +130,9 @@ class LocalStack:
         boto3.client("ses", endpoint_url=self.moto_url, region_name=self.config.region).verify_email_identity(
             EmailAddress=environment["BILLING_EMAIL_SENDER"]
         )
+        # The vendor's price list, as an operator publishes it (`msp-billing catalog load`); unchanged if present.
+        bind_billing_table(environment["BILLING_TABLE"], self.config.region)
+        publish_example_price_list(self.config.region, self.clock.now())
         return created
 
     def serve_api(self) -> LocalApiServer:

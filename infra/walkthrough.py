@@ -7,27 +7,32 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.schemas import CreateWorkspaceRequest
+from billing_core.services.subscriptions import order_id_for
 from billing_core.wiring import services
 from infra.dev_tokens import development_token
 
+PLAN_STATUS_TITLE = "Plan status with this month's seats per workspace"
+ORDER_KEY = "walkthrough-order-1"
+TERM_CHANGE = '{"mode": "immediate", "term": "P3Y", "billing_frequency": "annual"}'
+
 
 @dataclass(frozen=True)
-class AgentStep:
-    """A metering agent reporting devices: a shell command, not an HTTP call."""
+class CliStep:
+    """A command of `msp-billing` against the running stack (an agent's report, a clock move): a shell
+    command, not an HTTP call."""
 
     title: str
-    workspace_id: str
-    device_ids: tuple[str, ...]
+    args: tuple[str, ...]
 
     def command(self, moto_port: int, dynamodb_port: int, clock_file: Path) -> str:
         # The stack's own ports and clock file: an in-memory stack starts at today on a clock of its own,
-        # whatever an earlier demo left in the default one; --wait reads the meter's verdict in DynamoDB.
-        devices = " ".join(f"--device {shlex.quote(d)}" for d in self.device_ids)
+        # whatever an earlier demo left in the default one.
         return (
-            f".venv/bin/msp-billing send-report --moto-port {moto_port} --dynamodb-port {dynamodb_port} "
-            f"--clock-file {shlex.quote(str(clock_file))} --workspace {self.workspace_id} {devices} --wait"
+            f".venv/bin/msp-billing {' '.join(shlex.quote(arg) for arg in self.args)} --moto-port {moto_port} "
+            f"--dynamodb-port {dynamodb_port} --clock-file {shlex.quote(str(clock_file))}"
         )
 
 
@@ -65,8 +70,9 @@ class DemoPartner:
     owner_token: str
     technician_token: str
     existing_workspace_id: str
+    month: str  # YYYY-MM on the test clock when seeded
 
-    def steps(self) -> list[WalkthroughStep | AgentStep]:
+    def steps(self) -> list[WalkthroughStep | CliStep]:
         activation = '{"payment_method": "pm_card_visa", "currency": "USD"}'
         return [
             WalkthroughStep(
@@ -105,13 +111,64 @@ class DemoPartner:
                 "GET",
                 f"/workspaces/{self.existing_workspace_id}/licence",
             ),
-            AgentStep(
+            CliStep(
                 "A metering agent reports the workspace's devices (SQS -> meter function)",
-                self.existing_workspace_id,
-                ("laptop-01", "laptop-02", "server-01"),
+                (
+                    "send-report",
+                    "--workspace",
+                    self.existing_workspace_id,
+                    *(arg for device in ("laptop-01", "laptop-02", "server-01") for arg in ("--device", device)),
+                    "--wait",
+                ),
             ),
-            WalkthroughStep("Plan status with this month's seats per workspace", 200, "GET", "/plan"),
+            WalkthroughStep(PLAN_STATUS_TITLE, 200, "GET", "/plan"),
+            WalkthroughStep(
+                "Buy licence subscriptions: 5 x EDR Business, a one-year term billed monthly (seed 002)",
+                201,
+                "POST",
+                "/orders",
+                '{"items": [{"sku": "edr-business", "quantity": 5, "term": "P1Y", "billing_frequency": "monthly"}]}',
+                idempotency_key=ORDER_KEY,
+            ),
+            WalkthroughStep(
+                "The changes the order may make now, and why the others are refused", 200, "GET", self.changes_path
+            ),
+            WalkthroughStep(
+                "Preview moving it to a three-year term billed annually (changes nothing)",
+                200,
+                "POST",
+                f"{self.changes_path}/preview",
+                TERM_CHANGE,
+            ),
+            WalkthroughStep(
+                "Apply it: the unused days are credited, the new term's first year is charged",
+                200,
+                "POST",
+                self.changes_path,
+                TERM_CHANGE,
+                idempotency_key=f"{self.partner_id}-change-1",
+            ),
+            CliStep(
+                "Move the test clock to the next 1st: the monthly run bills this month",
+                ("clock", "advance", "--next-first"),
+            ),
+            WalkthroughStep(
+                "This month's invoice: the licence charge, the credit and the new charge",
+                200,
+                "GET",
+                f"/invoices/{self.month}",
+            ),
+            WalkthroughStep(
+                "Its reconciliation file (a download link to the CSV)",
+                200,
+                "GET",
+                f"/invoices/{self.month}/reconciliation",
+            ),
         ]
+
+    @property
+    def changes_path(self) -> str:
+        return f"/orders/{order_id_for(self.partner_id, ORDER_KEY)}/changes"
 
 
 def seed_demo_partner() -> DemoPartner:
@@ -126,6 +183,7 @@ def seed_demo_partner() -> DemoPartner:
         owner_token=development_token(partner_id, Role.OWNER),
         technician_token=development_token(partner_id, Role.TECHNICIAN),
         existing_workspace_id=existing.workspace_id,
+        month=str(BillingMonth.containing(services().clock.now())),
     )
 
 
@@ -137,7 +195,7 @@ def render_walkthrough(demo: DemoPartner, api_url: str, moto_port: int, dynamodb
         "",
     ]
     for number, step in enumerate(demo.steps(), start=1):
-        if isinstance(step, AgentStep):
+        if isinstance(step, CliStep):
             lines += [f"# {number}. {step.title}", step.command(moto_port, dynamodb_port, clock_file), ""]
         else:
             lines += [f"# {number}. {step.title}  -> {step.expected_status}", step.curl(api_url), ""]

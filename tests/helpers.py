@@ -1,13 +1,19 @@
-"""Small helpers shared by integration and e2e tests."""
+"""Small helpers shared by the tests."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 import uuid
 from typing import Any
 
 from billing_core.domain.identity import Role
+from infra.catalog import example_price_list
 from infra.dev_tokens import development_token
+
+# The shipped example list, read from catalog/price-list-2026-01.yaml like any published list.
+PRICE_LIST_2026_01 = example_price_list()
 
 
 def new_partner_id() -> str:
@@ -20,3 +26,20 @@ def auth_headers(partner_id: str, role: Role | str = Role.OWNER, **extra: str) -
 
 def body(data: Any) -> str:
     return json.dumps(data)
+
+
+def read_until(process: subprocess.Popen[str], marker: str, timeout_s: float = 120) -> list[str]:
+    """The lines a subprocess printed up to and including the first that holds ``marker``."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        lines.append(line.rstrip("\n"))
+        if marker in line:
+            return lines
+    raise AssertionError(f"{marker!r} not seen; output so far:\n" + "\n".join(lines))

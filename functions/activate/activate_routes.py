@@ -40,6 +40,14 @@ IDEMPOTENCY_KEY = Param(
         422: "the Idempotency-Key was used before with another body",
     },
     billing=True,
+    tags=["Plan"],
+    description=(
+        "Charges the activation fee of the price list in effect today, in the chosen currency, and saves the "
+        "payment method for the monthly charges. Send one `Idempotency-Key` per attempt: the same key and body "
+        "answer the first answer again (one charge); the same key with another body is 422. A declined payment is"
+        " 402 with `error.decline_code`, and the plan stays inactive. The fee covers the month of the activation:"
+        " the next month is the first one charged, on the 1st after it."
+    ),
 )
 @answers_errors
 def activate_monthly_billing() -> Response:
@@ -60,6 +68,13 @@ def activate_monthly_billing() -> Response:
     "The plan's state, coverage, next charge date and the workspaces on it",
     responses={200: PlanStatusView},
     billing=True,
+    tags=["Plan"],
+    description=(
+        "The plan's state (`inactive`, `activating`, `active`, `cancellation_scheduled`, `past_due`, "
+        "`cancelled`), when it was activated, the last day the activation fee covers, the next charge date, and "
+        "each workspace on the plan with its devices and billable seats so far this month (devices capped at "
+        "`max_devices`)."
+    ),
 )
 @answers_errors
 def plan_status() -> Response:

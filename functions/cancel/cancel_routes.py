@@ -18,6 +18,11 @@ cancel_api = Blueprint(__name__)
     responses={200: CancellationOptionsView},
     errors={409: "the plan is not active (nothing to cancel)"},
     billing=True,
+    tags=["Cancellation"],
+    description=(
+        "The end dates a cancellation may choose, each with the day of the monthly run that invoices the final "
+        "month; `scheduled_ends_on` is the date already chosen, if any."
+    ),
 )
 @answers_errors
 def cancellation_options() -> Response:
@@ -33,6 +38,12 @@ def cancellation_options() -> Response:
     responses={200: CancellationView},
     errors={409: "the plan is not active"},
     billing=True,
+    tags=["Cancellation"],
+    description=(
+        "Schedules the end of the plan on one of the offered dates: every workspace's licence ends with it (at "
+        "00:00 UTC after the end date), the final month is invoiced by the next monthly run, and a confirmation "
+        "e-mail lists the workspaces losing protection. Cancelling again replaces the date."
+    ),
 )
 @answers_errors
 def cancel_plan() -> Response:
@@ -48,6 +59,10 @@ def cancel_plan() -> Response:
     responses={200: PlanStatusView},
     errors={409: "no cancellation is scheduled, or the end date is over (activate again instead)"},
     billing=True,
+    tags=["Cancellation"],
+    description=(
+        "Withdraws a scheduled cancellation before its end date: the plan and every licence on it continue as before."
+    ),
 )
 @answers_errors
 def reactivate_plan() -> Response:

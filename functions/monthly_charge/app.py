@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing_core.domain.calendar import BillingMonth
-from billing_core.observability import logger
+from billing_core.observability import BusinessMetric, business_metrics, count_charge, logger, publishes_metrics
 from billing_core.wiring import services
 
 MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
@@ -37,18 +37,25 @@ class ChargeMessage(BaseModel):
 
 
 @logger.inject_lambda_context
+@publishes_metrics
 def dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run = MonthlyRunEvent.model_validate(event)
     month, dispatched = services().monthly_run.dispatch_monthly_run(
         BillingMonth.parse(run.month) if run.month else None
     )
     logger.info("monthly run dispatched", extra={"month": str(month), "partners": dispatched})
+    # The missed-monthly-run alarm expects this on the 1st by 01:00 UTC.
+    business_metrics.count(BusinessMetric.MONTHLY_RUN_DISPATCHED)
+    business_metrics.count(BusinessMetric.PARTNERS_QUEUED, dispatched)
     return {"month": str(month), "partners": dispatched}
 
 
 def charge_one(record: SQSRecord) -> None:
     message = ChargeMessage.model_validate_json(record.body)
-    invoice = services().monthly_charge.charge_partner_for_month(message.partner_id, BillingMonth.parse(message.month))
+    wired = services()
+    started = wired.clock.now()
+    invoice = wired.monthly_charge.charge_partner_for_month(message.partner_id, BillingMonth.parse(message.month))
+    count_charge(invoice, since=started)
     logger.info(
         "partner charged",
         extra={
@@ -61,5 +68,6 @@ def charge_one(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context
+@publishes_metrics
 def charge(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dict(process_partial_response(event=event, record_handler=charge_one, processor=processor, context=context))

@@ -32,6 +32,11 @@ BAD_MONTH = "the month is not YYYY-MM"
     },
     errors={400: "`after` is not a cursor this API gave", 422: f"limit is not an integer from 1 to {MAX_PAGE_SIZE}"},
     billing=True,
+    tags=["Billing history"],
+    description=(
+        "One invoice per billed month, newest first, `limit` per page (12 by default); pass the answer's `next` "
+        "as `after` to get the next page."
+    ),
 )
 @answers_errors
 def list_invoices() -> Response:
@@ -52,6 +57,12 @@ def list_invoices() -> Response:
     path_params=MONTH,
     errors={404: "no invoice for that month", 422: BAD_MONTH},
     billing=True,
+    tags=["Billing history"],
+    description=(
+        "The invoice of a month (YYYY-MM): its lines (workspace seats, late-usage adjustments, licence periods "
+        "and change credits, credits brought and carried forward), the total and the payment status with its "
+        "attempts."
+    ),
 )
 @answers_errors
 def get_invoice(month: str) -> Response:
@@ -66,6 +77,11 @@ def get_invoice(month: str) -> Response:
     path_params=MONTH,
     errors={404: "no invoice for that month, or its usage report is not ready yet", 422: BAD_MONTH},
     billing=True,
+    tags=["Billing history"],
+    description=(
+        "A presigned link, valid 15 minutes, to the month's per-device usage report (CSV: workspace, edition, "
+        "device, first seen, and whether it was billed, over the cap or not billable)."
+    ),
 )
 @answers_errors
 def usage_report_link(month: str) -> Response:
@@ -80,6 +96,11 @@ def usage_report_link(month: str) -> Response:
     path_params=MONTH,
     errors={404: "no invoice for that month, or its reconciliation file is not ready yet", 422: BAD_MONTH},
     billing=True,
+    tags=["Billing history"],
+    description=(
+        "A presigned link, valid 15 minutes, to the invoice's reconciliation file (CSV, one row per invoice line,"
+        " with signed amounts that add up to the total)."
+    ),
 )
 @answers_errors
 def reconciliation_link(month: str) -> Response:

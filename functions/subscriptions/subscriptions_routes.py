@@ -69,6 +69,13 @@ REFUSED = "the change is not allowed now: `error.code` and `error.message` name 
         "than its base); or the Idempotency-Key was used with another order",
     },
     billing=True,
+    tags=["Subscriptions"],
+    description=(
+        "Buys licence subscriptions (each with its add-ons, billed on their base's cycle) under a commerce "
+        "experience, for the partner or one of its customers; the monthly billing plan must be active. Send one "
+        "`Idempotency-Key` per order: the same key and body answer the same order; the same key with another "
+        "order is 422."
+    ),
 )
 @answers_errors
 def buy_order() -> Response:
@@ -86,6 +93,11 @@ def buy_order() -> Response:
     path_params=ORDER_ID,
     errors={404: NO_ORDER},
     billing=True,
+    tags=["Subscriptions"],
+    description=(
+        "An order of the caller's partner with its subscriptions; another partner's order answers 404, as an "
+        "unknown id does."
+    ),
 )
 @answers_errors
 def get_order(order_id: str) -> Response:
@@ -95,7 +107,11 @@ def get_order(order_id: str) -> Response:
 
 @subscriptions_api.route("/subscriptions", methods=["GET"], authorizer=partner_authorizer)
 @operation(
-    "The partner's licence subscriptions, oldest first", responses={200: items_of(SubscriptionView)}, billing=True
+    "The partner's licence subscriptions, oldest first",
+    responses={200: items_of(SubscriptionView)},
+    billing=True,
+    tags=["Subscriptions"],
+    description="Every licence subscription of the caller's partner, add-ons included, oldest first.",
 )
 @answers_errors
 def list_subscriptions() -> Response:
@@ -110,6 +126,11 @@ def list_subscriptions() -> Response:
     path_params=SUBSCRIPTION_ID,
     errors={404: "no such subscription (another partner's answers this too)"},
     billing=True,
+    tags=["Subscriptions"],
+    description=(
+        "A subscription's cycle, current term, price (list price, promotion, unit price) and any scheduled change"
+        " waiting for its next period."
+    ),
 )
 @answers_errors
 def get_subscription(subscription_id: str) -> Response:
@@ -125,6 +146,11 @@ def get_subscription(subscription_id: str) -> Response:
     path_params=ORDER_ID,
     errors={404: NO_ORDER},
     billing=True,
+    tags=["Subscriptions"],
+    description=(
+        "Each change of term or billing frequency the order's experience offers, whether the order may make it "
+        "now, and for each one it may not, the reasons (a code and a message naming the subscription)."
+    ),
 )
 @answers_errors
 def change_options(order_id: str) -> Response:
@@ -140,6 +166,11 @@ def change_options(order_id: str) -> Response:
     path_params=ORDER_ID,
     errors={404: NO_ORDER, 409: REFUSED, 422: "a field names its problem"},
     billing=True,
+    tags=["Subscriptions"],
+    description=(
+        "The invoice lines the change would add if applied now (the credit of the part of a period it cuts short "
+        "and the new period's charge, each with the invoice month it goes on); changes nothing."
+    ),
 )
 @answers_errors
 def preview_change(order_id: str) -> Response:
@@ -164,6 +195,12 @@ def preview_change(order_id: str) -> Response:
         422: "a field names its problem; or the Idempotency-Key was used with another change",
     },
     billing=True,
+    tags=["Subscriptions"],
+    description=(
+        "Applies the change to every subscription and add-on of the order: a scheduled change waits for the next "
+        "period (withdrawable until then), an immediate one starts today. Send one `Idempotency-Key` per change: "
+        "the same key and body answer without changing the order again."
+    ),
 )
 @answers_errors
 def apply_change(order_id: str) -> Response:
@@ -181,6 +218,11 @@ def apply_change(order_id: str) -> Response:
     path_params=ORDER_ID,
     errors={404: NO_ORDER, 409: "no scheduled change is waiting, or a concurrent change"},
     billing=True,
+    tags=["Subscriptions"],
+    description=(
+        "Withdraws the order's scheduled change before it takes effect; the subscriptions continue on their "
+        "current cycle."
+    ),
 )
 @answers_errors
 def withdraw_change(order_id: str) -> Response:

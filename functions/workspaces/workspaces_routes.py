@@ -43,6 +43,12 @@ NOT_FOUND = "no such workspace (another partner's workspace answers this too)"
         409: "on_plan and the plan is not active; or a concurrent change",
         422: "edition or max_devices missing while on_plan, or an edition not on the price list",
     },
+    tags=["Workspaces"],
+    description=(
+        "On the plan (the default) `edition` and `max_devices` are required and the plan must be active: the "
+        'devices the agents report count from now on. With `"on_plan": false` the workspace is created off the '
+        "plan; switch it later with `PUT /workspaces/{workspace_id}/plan`. Every partner role may call it."
+    ),
 )
 @answers_errors
 def create_workspace() -> Response:
@@ -53,7 +59,12 @@ def create_workspace() -> Response:
 
 
 @workspaces_api.route("/workspaces", methods=["GET"], authorizer=partner_authorizer)
-@operation("The partner's workspaces", responses={200: items_of(WorkspaceView)})
+@operation(
+    "The partner's workspaces",
+    responses={200: items_of(WorkspaceView)},
+    tags=["Workspaces"],
+    description="Every workspace of the caller's partner, on the plan or off it.",
+)
 @answers_errors
 def list_workspaces() -> Response:
     identity = partner_identity(workspaces_api.current_request)
@@ -61,7 +72,14 @@ def list_workspaces() -> Response:
 
 
 @workspaces_api.route("/workspaces/{workspace_id}", methods=["GET"], authorizer=partner_authorizer)
-@operation("One workspace", responses={200: WorkspaceView}, path_params=WORKSPACE_ID, errors={404: NOT_FOUND})
+@operation(
+    "One workspace",
+    responses={200: WorkspaceView},
+    path_params=WORKSPACE_ID,
+    errors={404: NOT_FOUND},
+    tags=["Workspaces"],
+    description="A workspace of the caller's partner; another partner's workspace answers 404, as an unknown id does.",
+)
 @answers_errors
 def get_workspace(workspace_id: str) -> Response:
     identity = partner_identity(workspaces_api.current_request)
@@ -80,6 +98,11 @@ def get_workspace(workspace_id: str) -> Response:
         409: "the plan is not active, the workspace is already on it, or a concurrent change",
         422: "an edition not on the price list",
     },
+    tags=["Workspaces"],
+    description=(
+        "Puts a workspace that is off the plan on it, from now on, with an edition and a device cap (the plan "
+        "must be active)."
+    ),
 )
 @answers_errors
 def switch_workspace_to_plan(workspace_id: str) -> Response:
@@ -101,6 +124,11 @@ def switch_workspace_to_plan(workspace_id: str) -> Response:
         409: "the workspace is not on the plan, the plan is not active, or a concurrent change",
         422: "neither edition nor max_devices given, or an edition not on the price list",
     },
+    tags=["Workspaces"],
+    description=(
+        "Changes the edition, the device cap or both. A month is rated with the licence as it is at the end of "
+        "that month."
+    ),
 )
 @answers_errors
 def change_workspace_licence(workspace_id: str) -> Response:
@@ -117,6 +145,12 @@ def change_workspace_licence(workspace_id: str) -> Response:
     responses={200: LicenceDocumentView},
     path_params=WORKSPACE_ID,
     errors={404: NOT_FOUND},
+    tags=["Workspaces"],
+    description=(
+        "What the protection software fetches to know whether it is licensed: `status` is `active` (valid through"
+        " the end of the month, or the plan's end date when a cancellation is scheduled), `ended` or "
+        "`not_on_plan`."
+    ),
 )
 @answers_errors
 def licence_document(workspace_id: str) -> Response:

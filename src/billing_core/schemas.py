@@ -6,18 +6,33 @@ Request models forbid unknown fields so a typo is a 422 naming the field, not si
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing_core.domain.workspace import MAX_DEVICES_LIMIT
 
 
+def examples(*values: dict[str, Any]) -> ConfigDict:
+    """A model's examples in the OpenAPI document (JSON Schema ``examples``); tests/unit/test_openapi.py checks
+    that each one is valid for its model."""
+    return ConfigDict(json_schema_extra={"examples": list(values)})
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# Shared by the examples below: one partner, one workspace, November 2026.
+WORKSPACE_ID_EXAMPLE = "ws_3f2a9c0d4b6e4f1a8c7d2e5b6a9f0c1d"
+FEE_EXAMPLE = {"amount_minor": 1000, "currency": "USD", "display": "USD 10.00"}
+
+
 class ActivatePlanRequest(RequestModel):
+    model_config = examples(
+        {"payment_method": "pm_card_visa", "currency": "USD", "billing_email": "billing@acme-it.example"}
+    )
+
     payment_method: str = Field(
         min_length=1, max_length=255, description="Payment method token, e.g. pm_card_visa in the sandbox"
     )
@@ -35,6 +50,11 @@ PRINTABLE_TEXT = r"^[^\x00-\x1f\x7f]+$"
 
 
 class CreateWorkspaceRequest(RequestModel):
+    model_config = examples(
+        {"name": "Dental practice Meyer", "edition": "business-security", "max_devices": 25},
+        {"name": "Law office Kraus (trial)", "on_plan": False},
+    )
+
     name: str = Field(min_length=1, max_length=200, pattern=PRINTABLE_TEXT)
     on_plan: bool = Field(default=True, strict=True, description="Create the workspace directly on the monthly plan")
     # edition and max_devices are required when on_plan is true (checked by the use case, naming each).
@@ -43,11 +63,15 @@ class CreateWorkspaceRequest(RequestModel):
 
 
 class SwitchWorkspaceToPlanRequest(RequestModel):
+    model_config = examples({"edition": "anti-malware", "max_devices": 10})
+
     edition: str = Field(min_length=1, max_length=64)
     max_devices: int = Field(ge=1, le=MAX_DEVICES_LIMIT, strict=True)
 
 
 class ChangeWorkspaceLicenceRequest(RequestModel):
+    model_config = examples({"max_devices": 40}, {"edition": "enterprise-security", "max_devices": 40})
+
     edition: str | None = Field(default=None, min_length=1, max_length=64)
     max_devices: int | None = Field(default=None, ge=1, le=MAX_DEVICES_LIMIT, strict=True)
 
@@ -58,7 +82,34 @@ class MoneyView(BaseModel):
     display: str
 
 
+WORKSPACE_EXAMPLE: dict[str, Any] = {
+    "workspace_id": WORKSPACE_ID_EXAMPLE,
+    "name": "Dental practice Meyer",
+    "on_plan": True,
+    "edition": "business-security",
+    "max_devices": 25,
+    "created_at": "2026-11-02T09:14:00Z",
+    "joined_plan_at": "2026-11-02T09:14:00Z",
+}
+PLAN_WORKSPACE_EXAMPLE = WORKSPACE_EXAMPLE | {"devices_this_month": 27, "seats_this_month": 25}
+PLAN_EXAMPLE: dict[str, Any] = {
+    "partner_id": "acme-it",
+    "state": "active",
+    "currency": "USD",
+    "price_list_version": "2026-01",
+    "activated_at": "2026-10-14T08:30:00Z",
+    "covered_through": "2026-10-31",
+    "next_charge_date": "2026-12-01",
+    "month": "2026-11",
+    "cancellation_ends_on": None,
+    "ended_on": None,
+    "workspaces_on_plan": [PLAN_WORKSPACE_EXAMPLE],
+}
+
+
 class WorkspaceView(BaseModel):
+    model_config = examples(WORKSPACE_EXAMPLE)
+
     workspace_id: str
     name: str
     on_plan: bool
@@ -69,11 +120,15 @@ class WorkspaceView(BaseModel):
 
 
 class PlanWorkspaceView(WorkspaceView):
+    model_config = examples(PLAN_WORKSPACE_EXAMPLE)
+
     devices_this_month: int = Field(description="Distinct devices seen on the plan this month so far")
     seats_this_month: int = Field(description="Billable seats so far: devices capped at max_devices")
 
 
 class PlanStatusView(BaseModel):
+    model_config = examples(PLAN_EXAMPLE)
+
     partner_id: str
     state: str
     currency: str | None
@@ -92,6 +147,17 @@ class PlanStatusView(BaseModel):
 class ActivationOutcome(BaseModel):
     """Result of one activation request; stored by the idempotency layer and replayed verbatim."""
 
+    model_config = examples(
+        {
+            "status": "activated",
+            "plan": PLAN_EXAMPLE | {"month": "2026-10", "next_charge_date": "2026-11-01", "workspaces_on_plan": []},
+            "activation_fee": FEE_EXAMPLE,
+            "payment_id": "pi_sandbox_5e1c0f0b2a",
+            "decline_code": None,
+            "message": None,
+        }
+    )
+
     status: Literal["activated", "declined"]
     plan: PlanStatusView | None = None
     activation_fee: MoneyView | None = None
@@ -101,6 +167,18 @@ class ActivationOutcome(BaseModel):
 
 
 class LicenceDocumentView(BaseModel):
+    model_config = examples(
+        {
+            "workspace_id": WORKSPACE_ID_EXAMPLE,
+            "plan": "monthly",
+            "edition": "business-security",
+            "max_devices": 25,
+            "status": "active",
+            "valid_through": "2026-11-30",
+            "ends_on": None,
+        }
+    )
+
     workspace_id: str
     plan: str | None
     edition: str | None
@@ -163,7 +241,38 @@ class InvoiceLineView(BaseModel):
     )
 
 
+INVOICE_EXAMPLE: dict[str, Any] = {
+    "month": "2026-11",
+    "status": "paid",
+    "total": {"amount_minor": 8750, "currency": "USD", "display": "USD 87.50"},
+    "lines": [
+        {
+            "kind": "seats",
+            "workspace_id": WORKSPACE_ID_EXAMPLE,
+            "description": "Dental practice Meyer - Business Security",
+            "edition": "business-security",
+            "month": "2026-11",
+            "seats": 25,
+            "devices": 27,
+            "unit_price": {"amount_minor": 350, "currency": "USD", "display": "USD 3.50"},
+            "amount": {"amount_minor": 8750, "currency": "USD", "display": "USD 87.50"},
+            "adjustment": False,
+            "subscription": None,
+        }
+    ],
+    "price_list_version": "2026-01",
+    "created_at": "2026-12-01T00:05:12Z",
+    "payment_attempts": 1,
+    "next_retry_on": None,
+    "failure_code": None,
+    "payment_id": "pi_sandbox_9b2d41c7e0",
+    "paid_at": "2026-12-01T00:05:14Z",
+}
+
+
 class InvoiceView(BaseModel):
+    model_config = examples(INVOICE_EXAMPLE)
+
     month: str
     status: str
     total: MoneyView
@@ -178,16 +287,27 @@ class InvoiceView(BaseModel):
 
 
 class InvoicePage(BaseModel):
+    model_config = examples({"items": [INVOICE_EXAMPLE], "next": "eyJtb250aCI6ICIyMDI2LTExIn0"})
+
     items: list[InvoiceView]
     next: str | None = Field(description="Pass as `after` to get the next (older) page; null on the last page")
 
 
 class DownloadLink(BaseModel):
+    model_config = examples(
+        {
+            "url": "https://msp-billing-reports.s3.amazonaws.com/usage-reports/acme-it/2026-11.csv?X-Amz-Expires=900",
+            "expires_in_seconds": 900,
+        }
+    )
+
     url: str
     expires_in_seconds: int
 
 
 class CancelPlanRequest(RequestModel):
+    model_config = examples({"ends_on": "2026-12-31"})
+
     ends_on: date = Field(
         strict=True, description="One of the offered end dates (GET /plan/cancellation/options), YYYY-MM-DD"
     )
@@ -199,6 +319,17 @@ class CancellationOptionView(BaseModel):
 
 
 class CancellationOptionsView(BaseModel):
+    model_config = examples(
+        {
+            "options": [
+                {"ends_on": "2026-11-30", "final_invoice_on": "2026-12-01"},
+                {"ends_on": "2026-12-31", "final_invoice_on": "2027-01-01"},
+                {"ends_on": "2027-01-31", "final_invoice_on": "2027-02-01"},
+            ],
+            "scheduled_ends_on": None,
+        }
+    )
+
     options: list[CancellationOptionView]
     scheduled_ends_on: date | None = Field(description="The end date already chosen, if a cancellation is scheduled")
 
@@ -212,6 +343,25 @@ class EndingWorkspaceView(BaseModel):
 
 
 class CancellationView(BaseModel):
+    model_config = examples(
+        {
+            "state": "cancellation_scheduled",
+            "ends_on": "2026-12-31",
+            "licences_end_at": "2027-01-01T00:00:00Z",
+            "final_invoice_on": "2027-01-01",
+            "workspaces_losing_protection": [
+                {
+                    "workspace_id": WORKSPACE_ID_EXAMPLE,
+                    "name": "Dental practice Meyer",
+                    "edition": "business-security",
+                    "max_devices": 25,
+                    "devices_this_month": 27,
+                }
+            ],
+            "confirmation_email_sent": True,
+        }
+    )
+
     state: str
     ends_on: date
     licences_end_at: datetime = Field(description="When every licence on the plan ends (UTC)")

@@ -43,12 +43,14 @@ class BillingSettings(BaseModel):
     # Local stack only: a test clock (see adapters/clock.py). Unset in AWS: the system clock.
     clock_file: str | None = None
 
-    price_list_version: str = "2026-01"
     # How long an Idempotency-Key is remembered (Stripe uses 24 hours too).
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 
     payment_provider: Literal["sandbox", "stripe"] = "sandbox"
     stripe_secret_key: SecretStr | None = None
+    # In AWS: the name of the SSM SecureString parameter holding the Stripe secret key (read once per cold
+    # start, see adapters/secrets.py); STRIPE_SECRET_KEY, when set, wins (local runs).
+    stripe_secret_key_parameter: str | None = None
     # Only for tests against localstripe; unset in production.
     stripe_api_base: str | None = None
     # Real Stripe keeps the card for off-session use with setup_future_usage; localstripe does not

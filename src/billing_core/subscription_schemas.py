@@ -4,12 +4,12 @@ change previews and changes (seed 002). Request models forbid unknown fields (a 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing_core.domain.subscriptions import MAX_QUANTITY, MAX_SUBSCRIPTIONS_PER_ORDER
-from billing_core.schemas import MoneyView
+from billing_core.schemas import MoneyView, examples
 
 TermCode = Literal["P1M", "P1Y", "P3Y"]
 FrequencyCode = Literal["monthly", "annual", "triennial"]
@@ -36,7 +36,90 @@ class OrderLineRequest(RequestModel):
     add_ons: list[AddOnLine] = Field(default_factory=list, max_length=MAX_SUBSCRIPTIONS_PER_ORDER - 1)
 
 
+def _money(minor: int) -> dict[str, Any]:
+    return {"amount_minor": minor, "currency": "USD", "display": f"USD {minor // 100}.{minor % 100:02d}"}
+
+
+# Shared by the examples below: 10 seats of EDR Business for three years, billed monthly, bought 23 June 2026.
+SUBSCRIPTION_EXAMPLE: dict[str, Any] = {
+    "subscription_id": "sub_7c1e2a9d",
+    "order_id": "ord_5b8f0e3a",
+    "customer_id": "dental-meyer",
+    "sku": "edr-business",
+    "name": "EDR Business",
+    "quantity": 10,
+    "term": "P3Y",
+    "billing_frequency": "monthly",
+    "add_on_of": None,
+    "state": "active",
+    "term_started_on": "2026-06-23",
+    "term_ends_on": "2029-06-23",
+    "next_period_starts_on": "2026-07-23",
+    "auto_renew": True,
+    "price": {
+        "unit_price": _money(405),
+        "list_price": _money(450),
+        "promotion": "EDR-3Y-LOYALTY",
+        "price_list_version": "2026-01",
+    },
+    "pending_change": None,
+}
+ORDER_EXAMPLE: dict[str, Any] = {
+    "order_id": "ord_5b8f0e3a",
+    "customer_id": "dental-meyer",
+    "experience": "new",
+    "created_at": "2026-06-23T10:02:00Z",
+    "subscriptions": [SUBSCRIPTION_EXAMPLE],
+}
+PREVIEW_EXAMPLE: dict[str, Any] = {
+    "order_id": "ord_5b8f0e3a",
+    "lines": [
+        {
+            "kind": "change_credit",
+            "subscription_id": "sub_7c1e2a9d",
+            "description": "EDR Business x 10: credit for 2026-07-23 to 2026-08-22 (change to P3Y/annual)",
+            "period_start": "2026-08-01",
+            "period_end": "2026-08-22",
+            "quantity": 10,
+            "amount": _money(-2940),
+            "invoice_month": "2026-08",
+            "credit_for_period_start": "2026-07-23",
+        },
+        {
+            "kind": "licence_period",
+            "subscription_id": "sub_7c1e2a9d",
+            "description": "EDR Business x 10, P3Y/annual, 2026-08-01 to 2027-07-31",
+            "period_start": "2026-08-01",
+            "period_end": "2027-07-31",
+            "quantity": 10,
+            "amount": _money(48600),
+            "invoice_month": "2026-08",
+            "credit_for_period_start": None,
+        },
+    ],
+    "total": _money(45660),
+    "effective_on": "2026-08-01",
+}
+
+
 class CreateOrderRequest(RequestModel):
+    model_config = examples(
+        {
+            "items": [
+                {"sku": "edr-business", "quantity": 10, "term": "P3Y", "billing_frequency": "monthly"},
+                {
+                    "sku": "backup-standard",
+                    "quantity": 2,
+                    "term": "P1Y",
+                    "billing_frequency": "annual",
+                    "add_ons": [{"sku": "backup-extra-storage", "quantity": 4}],
+                },
+            ],
+            "experience": "new",
+            "customer_id": "dental-meyer",
+        }
+    )
+
     items: list[OrderLineRequest] = Field(min_length=1, max_length=MAX_SUBSCRIPTIONS_PER_ORDER)
     experience: Literal["new", "legacy"] = Field(
         default="new",
@@ -51,6 +134,11 @@ class CreateOrderRequest(RequestModel):
 
 
 class ChangeOrderRequest(RequestModel):
+    model_config = examples(
+        {"mode": "immediate", "term": "P3Y", "billing_frequency": "annual"},
+        {"mode": "scheduled", "billing_frequency": "annual"},
+    )
+
     mode: Literal["scheduled", "immediate", "legacy_frequency"] = Field(
         description="scheduled: the billing frequency from the next period; immediate: a longer term (with a "
         "billing frequency) from today; legacy_frequency: the legacy experience's immediate frequency change"
@@ -73,6 +161,8 @@ class PendingChangeView(BaseModel):
 
 
 class SubscriptionView(BaseModel):
+    model_config = examples(SUBSCRIPTION_EXAMPLE)
+
     subscription_id: str
     order_id: str
     customer_id: str | None
@@ -92,6 +182,8 @@ class SubscriptionView(BaseModel):
 
 
 class OrderView(BaseModel):
+    model_config = examples(ORDER_EXAMPLE)
+
     order_id: str
     customer_id: str | None
     experience: Literal["new", "legacy"]
@@ -114,6 +206,34 @@ class ChangeOptionView(BaseModel):
 
 
 class ChangeOptionsView(BaseModel):
+    model_config = examples(
+        {
+            "order_id": "ord_5b8f0e3a",
+            "experience": "new",
+            "pending_change": None,
+            "options": [
+                {
+                    "mode": "scheduled",
+                    "term": "P3Y",
+                    "billing_frequency": "annual",
+                    "effective_on": "2026-07-23",
+                    "allowed": True,
+                    "refusals": [],
+                },
+                {
+                    "mode": "immediate",
+                    "term": "P1Y",
+                    "billing_frequency": "monthly",
+                    "effective_on": None,
+                    "allowed": False,
+                    "refusals": [
+                        {"code": "not_in_matrix", "message": "P3Y/monthly accepts no immediate change to P1Y/monthly"}
+                    ],
+                },
+            ],
+        }
+    )
+
     order_id: str
     experience: Literal["new", "legacy"]
     pending_change: PendingChangeView | None
@@ -133,6 +253,8 @@ class ChangeLineView(BaseModel):
 
 
 class ChangePreviewView(BaseModel):
+    model_config = examples(PREVIEW_EXAMPLE)
+
     order_id: str
     lines: list[ChangeLineView] = Field(description="What the change adds to invoices (credits negative)")
     total: MoneyView
@@ -140,4 +262,6 @@ class ChangePreviewView(BaseModel):
 
 
 class ChangeResultView(ChangePreviewView):
+    model_config = examples(PREVIEW_EXAMPLE | {"order": ORDER_EXAMPLE})
+
     order: OrderView

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from billing_core.adapters.clock import OffsetFileClock, SystemClock
+from billing_core.adapters.dynamodb.catalog import DynamoCatalogStore, PublishedPriceBook
 from billing_core.adapters.dynamodb.invoices import DynamoInvoiceStore
 from billing_core.adapters.dynamodb.models import bind_billing_table
 from billing_core.adapters.dynamodb.repositories import DynamoBillingStore
 from billing_core.adapters.dynamodb.usage import DynamoUsageStore, DynamoWorkspaceDirectory, bind_usage_table
-from billing_core.domain.pricing import PriceList, price_list
+from billing_core.domain.pricing import Prices
 from billing_core.ports import Clock, Mailer, PaymentProvider
 from billing_core.settings import BillingSettings
 
@@ -44,7 +45,8 @@ class Services:
         self.clock: Clock = clock or (
             OffsetFileClock(Path(settings.clock_file)) if settings.clock_file else SystemClock()
         )
-        self.prices: PriceList = price_list(settings.price_list_version)
+        # The vendor's published price lists (`msp-billing catalog load`), read on first use and refreshed.
+        self.prices: Prices = PublishedPriceBook(DynamoCatalogStore(settings.aws_region))
         self.store = DynamoBillingStore(settings.aws_region)
         self.usage = DynamoUsageStore(timedelta(days=settings.usage_retention_days), settings.aws_region)
         self._payments = payments
@@ -161,6 +163,8 @@ class Services:
             schedules=schedules,
             mailer=self.mailer,
             clock=self.clock,
+            subscriptions=self.subscription_store,
+            prices=self.prices,
         )
 
     @functools.cached_property

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import yaml
 from billing_core.catalog_documents import parse_price_list
 from infra import PROJECT_ROOT
 from infra.processes import free_port
+from tests.helpers import read_until
 
 pytestmark = pytest.mark.e2e
 MSP_BILLING = str(Path(sys.executable).parent / "msp-billing")
@@ -76,22 +76,6 @@ class RunningStack:
     partner_id: str
     token: str
     workspace_id: str  # the seeded partner's workspace, not on the plan until `activated_partner`
-
-
-def read_until(process: subprocess.Popen[str], marker: str, timeout_s: float = 120) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            if process.poll() is not None:
-                break
-            continue
-        lines.append(line.rstrip("\n"))
-        if marker in line:
-            return lines
-    raise AssertionError(f"{marker!r} not seen; output so far:\n" + "\n".join(lines))
 
 
 def found(pattern: str, output: list[str]) -> str:
@@ -257,14 +241,14 @@ def test_send_report_with_a_clock_ahead_of_the_stack_is_rejected(stack: RunningS
 
 def test_catalog_load_validates_publishes_once_and_show_reads_it_back(stack: RunningStack, tmp_path: Path) -> None:
     example = PROJECT_ROOT / "catalog" / "price-list-2026-01.yaml"
-    nothing = run("catalog", "show", *stack.ports)
-    assert nothing.returncode == 1 and "no price list is published yet" in nothing.stdout, nothing.stdout
-
+    # The stack publishes the shipped example when it starts, as an operator would.
     loaded = run("catalog", "load", str(example), *stack.ports)
     assert loaded.returncode == 0, loaded.stdout
-    assert loaded.stdout.strip() == "published price list 2026-01, in effect from 2026-01-01"
-    again = run("catalog", "load", str(example), *stack.ports)
-    assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout
+    assert loaded.stdout.strip() == (
+        "already published with the same content, unchanged: price list 2026-01, in effect from 2026-01-01"
+    )
+    missing = run("catalog", "load", str(example.with_name("no-such-list.yaml")), *stack.ports)
+    assert missing.returncode == 2 and "cannot read" in missing.stdout, missing.stdout
 
     document = yaml.safe_load(example.read_text())
     document["activation_fee"]["USD"] = 1

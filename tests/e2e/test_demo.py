@@ -14,12 +14,13 @@ import subprocess
 import sys
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from infra import PROJECT_ROOT
 from infra.processes import free_port
+from tests.helpers import PRICE_LIST_2026_01
 
 pytestmark = pytest.mark.e2e
 MSP_BILLING = str(Path(sys.executable).parent / "msp-billing")
@@ -59,13 +60,19 @@ def test_the_demo_completes_and_every_invoice_matches_the_agents_ground_truth(
     assert "every invoice matches the agents' ground truth" in completed.stdout
     summary = json.loads((output / "summary.json").read_text())
     invoices_checked = 0
-    by_story: dict[str, list[dict[str, object]]] = {}
+    by_story: dict[str, list[dict[str, Any]]] = {}
     for partner in summary["partners"]:
         by_story[partner["name"]] = partner["invoices"]
         for invoice in partner["invoices"]:
             month = invoice["month"]
-            expected_total = 0
-            lines = {line["workspace_id"]: line for line in invoice["lines"]}
+            # Licences as the demo accounted for them itself (seed 002: periods in advance, change credits).
+            expected_total = partner["expected_licences"].get(month, 0)
+            lines = {line["workspace_id"]: line for line in invoice["lines"] if line["kind"] == "seats"}
+            if not lines:  # a month of licence lines only (an activation month)
+                assert month == partner["activated_at"][:7], (partner["name"], invoice)
+                assert invoice["total"]["amount_minor"] == expected_total != 0
+                invoices_checked += 1
+                continue
             for workspace in partner["workspaces"]:
                 devices = len(workspace["seen"].get(month, []))
                 seats = min(devices, workspace["max_devices"])
@@ -78,10 +85,15 @@ def test_the_demo_completes_and_every_invoice_matches_the_agents_ground_truth(
             assert invoice["total"]["amount_minor"] == expected_total
             assert invoice["status"] in ("paid", "nothing_due")
             invoices_checked += 1
-    # Two months: the first is every early partner's activation month (covered), the second is billed.
-    assert invoices_checked == 5  # 6 partners, one of which activates mid-way through the billed month
+    # Two months: the first is every early partner's activation month (seats covered), the second is billed;
+    # 6 partners, one of which activates mid-way through the billed month. Two also buy licences, billed in
+    # their activation months.
+    assert invoices_checked == 7
     assert [invoice["payment_attempts"] for invoice in by_story["Contoso Managed"]] == [2]  # declined, then paid
-    assert by_story["Litware Partners"] == []
+    northwind = by_story["Northwind IT"][-1]  # newest first: the activation month is the last
+    assert [line["kind"] for line in northwind["lines"]] == ["licence_period"]  # P3Y billed annually, in advance
+    (litware,) = by_story["Litware Partners"]  # P1M bought, moved to P1Y five days later: credit and new charge
+    assert [line["kind"] for line in litware["lines"]] == ["licence_period", "change_credit", "licence_period"]
     fabrikam = next(p for p in summary["partners"] if p["name"] == "Fabrikam Secure")
     assert fabrikam["ends_on"] is not None and [i["month"] for i in fabrikam["invoices"]] == [fabrikam["ends_on"][:7]]
     tailspin = next(p for p in summary["partners"] if p["name"] == "Tailspin Ops")

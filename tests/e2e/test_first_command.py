@@ -12,32 +12,20 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from infra import PROJECT_ROOT
 from infra.processes import free_port
+from infra.walkthrough import PLAN_STATUS_TITLE
+from tests.helpers import read_until
 
 pytestmark = pytest.mark.e2e
 MSP_BILLING = str(Path(sys.executable).parent / "msp-billing")
-
-
-def read_until(process: subprocess.Popen[str], marker: str, timeout_s: float = 120) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            if process.poll() is not None:
-                break
-            continue
-        lines.append(line.rstrip("\n"))
-        if marker in line:
-            return lines
-    raise AssertionError(f"{marker!r} not seen; output so far:\n" + "\n".join(lines))
 
 
 @pytest.fixture
@@ -105,28 +93,38 @@ def test_walkthrough_works_over_http_and_ctrl_c_stops_cleanly(
     process, output, rest, drain = running_system
     exports = [line for line in output if line.startswith("export TOKEN=")]
     steps = [
-        (match.group(2), output[index + 1])
+        (match.group(1), match.group(2), output[index + 1])
         for index, line in enumerate(output)
         if (match := re.match(r"# \d+\. (.*?)(?:  -> (\d{3}))?$", line))
         and index + 1 < len(output)
         and output[index + 1].startswith(("curl", ".venv/bin/msp-billing"))
     ]
     assert exports and len(steps) >= 6, "\n".join(output)
-    assert [status for status, _ in steps[:2]] == ["201", "409"]
-    last_body = ""
-    for expected_status, command in steps:
+    assert [status for _, status, _ in steps[:2]] == ["201", "409"]
+    bodies: dict[str, Any] = {}
+    for title, expected_status, command in steps:
         result = subprocess.run(
-            ["bash", "-c", f"{exports[0]}\n{command}"], capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT
+            ["bash", "-c", f"{exports[0]}\n{command}"], capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT
         )
         assert result.returncode == 0, (command, result.stdout, result.stderr)
         if expected_status:
             *body_lines, status = result.stdout.strip().splitlines()
             assert int(status) == int(expected_status), (command, result.stdout)
-            last_body = "\n".join(body_lines)
-    # The final plan status shows the devices the agent reported, delivered through SQS to the meter function.
-    plan = json.loads(last_body)
+            bodies[title] = json.loads("\n".join(body_lines))
+    # The plan status shows the devices the agent reported, delivered through SQS to the meter function.
+    plan = bodies[PLAN_STATUS_TITLE]
     seats = {w["workspace_id"]: w["devices_this_month"] for w in plan["workspaces_on_plan"]}
     assert 3 in seats.values(), plan
+    # The order bought, changed to a longer term and billed on the next 1st: credit and new charge on the
+    # invoice and in its reconciliation file.
+    invoice = next(body for title, body in bodies.items() if title.startswith("This month's invoice"))
+    kinds = [line["kind"] for line in invoice["lines"]]
+    assert kinds == ["licence_period", "change_credit", "licence_period"], invoice
+    assert invoice["status"] == "paid" and invoice["total"]["amount_minor"] > 0
+    link = next(body for title, body in bodies.items() if title.startswith("Its reconciliation file"))
+    with urllib.request.urlopen(link["url"], timeout=30) as download:  # noqa: S310 - the local moto server
+        reconciliation = download.read().decode()
+    assert reconciliation.count("change_credit") == 1 and reconciliation.count("licence_period") == 2, reconciliation
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 0

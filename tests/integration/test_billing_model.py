@@ -406,7 +406,14 @@ def build_rig(settings_: BillingSettings) -> Rig:
     )
     schedules = InMemoryPlanEndSchedules()
     cancellation = CancellationService(
-        plans=wired.store, workspaces=wired.store, usage=wired.usage, schedules=schedules, mailer=mailer, clock=clock
+        plans=wired.store,
+        workspaces=wired.store,
+        usage=wired.usage,
+        schedules=schedules,
+        mailer=mailer,
+        clock=clock,
+        subscriptions=wired.subscription_store,
+        prices=wired.prices,
     )
     return Rig(wired, clock, faults, provider, mailer, reports, charge, cancellation, schedules, Counter())
 

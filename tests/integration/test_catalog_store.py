@@ -6,19 +6,19 @@ from __future__ import annotations
 import copy
 import threading
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
 
-from billing_core.adapters.dynamodb.catalog import DynamoCatalogStore
+from billing_core.adapters.dynamodb.catalog import DynamoCatalogStore, PublishedPriceBook
 from billing_core.domain.errors import Conflict, InvalidRequest
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.settings import BillingSettings
 from billing_core.wiring import services
 from infra import PROJECT_ROOT
 from infra.stack import LocalStack
+from tests.helpers import PRICE_LIST_2026_01
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
@@ -111,3 +111,16 @@ def test_the_price_book_prices_each_day_from_the_list_in_effect(store: DynamoCat
     assert book.on(day).version == version
     in_effect = book.on(day)
     assert in_effect.licence_prices == PRICE_LIST_2026_01.licence_prices
+
+
+def test_the_services_see_a_list_published_after_they_started(store: DynamoCatalogStore) -> None:
+    elapsed = [0.0]  # real seconds since the book was built
+    book = PublishedPriceBook(store, max_age=timedelta(minutes=5), monotonic=lambda: elapsed[0])
+    day = unique_day()
+    before = book.on(day).version  # loads the book now
+    version = f"v-{uuid.uuid4().hex[:8]}"
+    store.publish(example(version, day), NOW)
+    elapsed[0] = 4 * 60.0
+    assert book.on(day).version == before  # read less than five minutes ago
+    elapsed[0] = 6 * 60.0
+    assert book.on(day).version == version

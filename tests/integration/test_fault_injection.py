@@ -22,6 +22,7 @@ retries (tests/unit/test_monthly_charge.py); a throttled first-sighting PutItem 
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
@@ -239,6 +240,9 @@ def test_throttling_at_any_dynamodb_call_of_the_monthly_run_is_retried_to_one_pa
     pays once, invoices once and reports once."""
     provider = RecordingPaymentProvider()
     wired = Services(settings, clock=FixedClock(ACTIVATED_AT), payments=provider)
+    # The published price lists are read once per container (then every 5 minutes): read them now, so every
+    # run below makes the same calls in the same order.
+    wired.prices.on(ACTIVATED_AT.date())
     reference = new_world(settings, wired=wired, provider=provider)
     with dynamodb_faults(lambda *_: False) as clean:
         invoice = reference.run()
@@ -257,7 +261,7 @@ def test_throttling_at_any_dynamodb_call_of_the_monthly_run_is_retried_to_one_pa
             pytest.raises((PynamoDBException, TransientFailure)) as failed,
         ):
             world.run()
-        assert calls.failed == [operation]
+        assert calls.failed == [operation], (index, calls.log)
         assert code in str(failed.value)
         assert_never_half_written(world)
         assert_charged_once_after(world, world.run)
@@ -285,7 +289,8 @@ def test_a_charge_that_keeps_failing_ends_in_the_dead_letter_queue_and_is_redriv
         new_world(settings, wired=wired, provider=provider),
     )
     charge = load_handler(PROJECT_ROOT / "functions" / "monthly_charge", "app.charge", "charge_fault_injection")
-    monkeypatch.setitem(charge.__wrapped__.__globals__, "services", lambda: wired)  # type: ignore[attr-defined]
+    # The handler module's own globals, under however many decorators (logging, metrics) wrap it.
+    monkeypatch.setitem(inspect.unwrap(charge).__globals__, "services", lambda: wired)
 
     sqs = boto3.client("sqs", endpoint_url=local_stack.moto_url, region_name="us-east-1")
     redrive = local_stack.template["Resources"]["ChargeQueue"]["Properties"]["RedrivePolicy"]
@@ -547,6 +552,8 @@ def cancellation(world: World, schedules: InMemoryPlanEndSchedules | None = None
         schedules=schedules or InMemoryPlanEndSchedules(),
         mailer=wired.mailer,
         clock=world.clock,
+        subscriptions=wired.subscription_store,
+        prices=wired.prices,
     )
 
 
@@ -622,7 +629,11 @@ def test_a_licence_changed_while_the_plan_ends_fails_the_firing_and_its_retry_en
         # Committed a moment before the end date was over (the race the firing must survive).
         just_before_the_end = plan_end_instant(ends_on) - timedelta(seconds=1)
         changed = second.change_licence(
-            plan=plan, prices=world.wired.prices, edition=None, max_devices=3, now=just_before_the_end
+            plan=plan,
+            prices=world.wired.prices.on(just_before_the_end.date()),
+            edition=None,
+            max_devices=3,
+            now=just_before_the_end,
         )
         world.wired.store.save_workspace(
             changed, audit=AuditEvent(world.partner, "test_change", world.clock.now(), "t")
@@ -661,7 +672,11 @@ def test_a_workspace_put_on_the_plan_while_the_plan_ends_ends_with_it(settings: 
         plan = world.wired.store.load_plan(world.partner)
         before_end = BillingMonth(2026, 11).starts_at + timedelta(days=29, hours=23)
         workspace = Workspace(f"ws_{uuid.uuid4().hex}", world.partner, "Just in time", before_end).put_on_plan(
-            plan=plan, prices=world.wired.prices, edition="anti-malware", max_devices=4, now=before_end
+            plan=plan,
+            prices=world.wired.prices.on(before_end.date()),
+            edition="anti-malware",
+            max_devices=4,
+            now=before_end,
         )
         world.wired.store.save_workspace(
             workspace, audit=AuditEvent(world.partner, "workspace_created", before_end, "owner")

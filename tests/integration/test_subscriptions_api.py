@@ -18,7 +18,6 @@ from billing_core.adapters.dynamodb.subscriptions import DynamoSubscriptionStore
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.catalog import BillingFrequency, Cycle, Term
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.domain.subscriptions import (
     Order,
     OrderLine,
@@ -31,7 +30,7 @@ from billing_core.domain.subscriptions import (
 from billing_core.settings import BillingSettings
 from billing_core.wiring import services
 from infra.stack import LocalStack
-from tests.helpers import auth_headers, body, new_partner_id
+from tests.helpers import PRICE_LIST_2026_01, auth_headers, body, new_partner_id
 
 pytestmark = pytest.mark.integration
 

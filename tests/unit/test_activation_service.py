@@ -9,7 +9,6 @@ from billing_core.domain.errors import ActivationInProgress, IdempotencyKeyReuse
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.domain.payments import PaymentProviderUnavailable
 from billing_core.domain.plan import PlanState
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.schemas import ActivatePlanRequest
 from billing_core.services.activation import ActivationService
 from tests.fakes import (
@@ -20,6 +19,7 @@ from tests.fakes import (
     InMemoryUsageStore,
     RecordingPaymentProvider,
 )
+from tests.helpers import PRICE_LIST_2026_01
 
 OWNER = PartnerIdentity("p1", Role.OWNER, "owner-1")
 VISA = ActivatePlanRequest(payment_method="pm_card_visa")

@@ -7,13 +7,15 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.catalog import BillingFrequency, Cycle, Term
 from billing_core.domain.errors import Conflict, InvalidRequest, PlanNotActive
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.domain.invoicing import InvoiceStatus, is_billable_month
 from billing_core.domain.metering import Billability, Sighting, classify_sighting
 from billing_core.domain.plan import Plan, PlanEndNotDue, PlanState, cancellation_end_dates
-from billing_core.domain.pricing import PRICE_LIST_2026_01
+from billing_core.domain.subscriptions import Order, OrderLine, Owner, new_subscriptions
 from billing_core.domain.workspace import LicenceStatus, Workspace, licence_document
 from billing_core.schemas import ActivatePlanRequest, CancelPlanRequest
 from billing_core.services.activation import ActivationService
@@ -31,6 +33,7 @@ from tests.fakes import (
     RecordingMailer,
     RecordingPaymentProvider,
 )
+from tests.helpers import PRICE_LIST_2026_01
 
 ACTIVATED = datetime(2026, 10, 20, 10, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
@@ -198,7 +201,9 @@ def cancellation_world() -> tuple[CancellationService, InMemoryBillingStore, InM
     for device in ("a", "b"):
         usage.record_first_sighting(Sighting(device, "ws1", device, NOW), Billability.BILLABLE, "p1", NOW)
     schedules, mailer = InMemoryPlanEndSchedules(), RecordingMailer()
-    service = CancellationService(store, store, usage, schedules, mailer, FixedClock(NOW))
+    service = CancellationService(
+        store, store, usage, schedules, mailer, FixedClock(NOW), InMemorySubscriptionStore(), PRICE_LIST_2026_01
+    )
     return service, store, schedules, mailer
 
 
@@ -391,3 +396,29 @@ def test_a_plan_whose_invoice_went_past_due_while_cancelling_is_past_due_again_w
     # Without a past-due invoice a reactivated plan is simply active (and settling clears the mark).
     assert store.plans["p1"].clear_past_due().state is PlanState.ACTIVE
     assert active_plan().schedule_cancellation(END_OF_DECEMBER, NOW).reactivate(NOW).state is PlanState.ACTIVE
+
+
+def test_the_end_stores_that_every_subscription_ends_with_its_committed_term() -> None:
+    """Stored before the plan is marked ended, so a later plan life never renews them."""
+    service, _, _, _ = cancellation_world()
+    bought = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    subs = new_subscriptions(
+        order_id="ord_1",
+        owner=Owner("p1"),
+        lines=[OrderLine("items.0", "backup-standard", 3, Cycle(Term.P1Y, BillingFrequency.MONTHLY))],
+        subscription_ids=["sub_1"],
+        prices=PRICE_LIST_2026_01,
+        currency="USD",
+        now=bought,
+    )
+    service.subscriptions.save_order(
+        Order("ord_1", Owner("p1"), ("sub_1",), bought), subs, audit=AuditEvent("p1", "order_created", bought, "t")
+    )
+    service.cancel_plan(OWNER, CancelPlanRequest(ends_on=END_OF_DECEMBER))
+    assert isinstance(service.clock, FixedClock)
+    service.clock.current = datetime(2027, 1, 1, 0, 0, 3, tzinfo=UTC)
+    assert service.end_plan_as_scheduled("p1", END_OF_DECEMBER) is PlanEndOutcome.ENDED
+    (stored,) = service.subscriptions.list_subscriptions("p1")
+    assert (stored.auto_renew, stored.expires_on) == (False, date(2027, 11, 25))
+    assert service.end_plan_as_scheduled("p1", END_OF_DECEMBER) is PlanEndOutcome.ALREADY_ENDED
+    assert service.subscriptions.list_subscriptions("p1") == [stored]  # nothing written twice

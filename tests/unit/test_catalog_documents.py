@@ -13,7 +13,6 @@ import yaml
 from billing_core.catalog_documents import document_fingerprint, parse_price_list, price_list_document
 from billing_core.domain.catalog import BillingFrequency, Cycle, Term
 from billing_core.domain.errors import InvalidRequest
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from infra import PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "catalog" / "price-list-2026-01.yaml"
@@ -31,11 +30,16 @@ def problems_of(document: dict[str, Any]) -> dict[str, str]:
     return {problem.field: problem.message for problem in refused.value.problems}
 
 
-def test_the_example_file_is_the_price_list_the_system_bills_with() -> None:
+def test_the_example_file_reads_as_the_price_list_it_describes() -> None:
     effective_from, prices = parse_price_list(example())
-    assert effective_from == date(2026, 1, 1)
-    assert prices == PRICE_LIST_2026_01
-    assert prices.licence_price("backup-standard", Cycle(Term.P3Y, BillingFrequency.ANNUAL), "EUR") is not None
+    assert (effective_from, prices.version) == (date(2026, 1, 1), "2026-01")
+    assert prices.activation_fee("USD").amount_minor == 1000 and prices.currencies == ["EUR", "USD"]
+    assert prices.seat_price("business-security", "EUR").amount_minor == 320
+    assert prices.licence_price("edr-business", Cycle(Term.P3Y, BillingFrequency.TRIENNIAL), "USD") is not None
+    assert prices.licence_price("backup-standard", Cycle(Term.P3Y, BillingFrequency.TRIENNIAL), "USD") is None
+    assert prices.catalog.skus["backup-extra-storage"].add_on_for == frozenset({"backup-standard"})
+    assert prices.catalog.skus["edr-trial"].trial
+    assert [p.code for p in prices.promotions] == ["EDR-1Y-LAUNCH", "EDR-3Y-LOYALTY"]
 
 
 def test_a_document_round_trips_and_its_fingerprint_ignores_layout() -> None:

@@ -13,7 +13,6 @@ from billing_core.domain.errors import Conflict
 from billing_core.domain.invoicing import InvoiceStatus, LineKind, MonthToRate, WorkspaceMonthUsage, rate_month
 from billing_core.domain.money import Money
 from billing_core.domain.plan import Plan
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.domain.subscriptions import (
     OrderLine,
     Owner,
@@ -21,6 +20,7 @@ from billing_core.domain.subscriptions import (
     new_subscriptions,
     subscription_invoice_lines,
 )
+from tests.helpers import PRICE_LIST_2026_01
 
 ACTIVATED = datetime(2026, 11, 20, 10, tzinfo=UTC)
 NOVEMBER, DECEMBER = BillingMonth(2026, 11), BillingMonth(2026, 12)

@@ -17,7 +17,7 @@ from billing_core.domain.invoicing import (
     rate_month,
 )
 from billing_core.domain.plan import Plan
-from billing_core.domain.pricing import PRICE_LIST_2026_01
+from tests.helpers import PRICE_LIST_2026_01
 
 ACTIVATED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 RUN_AT = datetime(2027, 1, 1, 0, 5, tzinfo=UTC)

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.metering import RecordedDevice, count_seats
 from billing_core.domain.plan import Plan
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.domain.workspace import Workspace
 from billing_core.services.metering import InboundMessage, MeteringService
 from tests.fakes import FixedClock, InMemoryBillingStore, InMemoryUsageStore, InMemoryWorkspaceDirectory
+from tests.helpers import PRICE_LIST_2026_01
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 NOVEMBER = BillingMonth(2026, 11)

@@ -14,7 +14,6 @@ from billing_core.domain.errors import InvalidRequest
 from billing_core.domain.invoicing import Invoice, InvoiceStatus
 from billing_core.domain.metering import Billability, Sighting
 from billing_core.domain.plan import Plan, PlanState
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.domain.reporting import RenderedEmail, reconciliation_csv
 from billing_core.domain.workspace import Workspace
 from billing_core.services.monthly_charge import MonthlyChargeService
@@ -30,6 +29,7 @@ from tests.fakes import (
     RecordingPaymentProvider,
     WorkerCrash,
 )
+from tests.helpers import PRICE_LIST_2026_01
 
 ACTIVATED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 DECEMBER = BillingMonth(2026, 12)

@@ -14,9 +14,9 @@ from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.catalog import BillingFrequency, Cycle, Term
 from billing_core.domain.errors import TransientFailure
 from billing_core.domain.invoicing import InvoiceStatus, LineKind
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.domain.subscriptions import Order, OrderLine, Owner, change_term_now, new_subscriptions
 from tests.fakes import FixedClock
+from tests.helpers import PRICE_LIST_2026_01
 from tests.unit.test_monthly_charge import World, make_world
 
 P1Y_MONTHLY = Cycle(Term.P1Y, BillingFrequency.MONTHLY)
@@ -122,3 +122,73 @@ def test_a_month_waits_for_the_previous_invoice_so_its_credit_is_never_lost() ->
     assert world.invoices.load_invoice("p1", BillingMonth(2026, 12)) is None
     run(world, BillingMonth(2026, 11))
     assert run(world, BillingMonth(2026, 12))[1] is InvoiceStatus.PAID
+
+
+# ---------------------------------------------------------------- one lifecycle: the plan ends, committed terms run
+
+
+def end_plan_on(world: World, ends_on: date) -> None:
+    """The partner cancels for ``ends_on`` and the end-of-plan schedule fires the next day."""
+    plan = world.store.plans["p1"]
+    scheduled = plan.schedule_cancellation(ends_on, datetime(2026, 12, 10, tzinfo=UTC))
+    ended = scheduled.end_as_scheduled(
+        ends_on, datetime(ends_on.year + (ends_on.month == 12), ends_on.month % 12 + 1, 1, tzinfo=UTC)
+    )
+    assert ended is not None
+    world.store.plans["p1"] = ended
+
+
+def test_a_cancelled_plan_bills_the_committed_term_to_its_end_and_never_renews_it() -> None:
+    world = make_world()  # activated 2026-11-20
+    buy(world, P1Y_MONTHLY, datetime(2026, 11, 25, 9, tzinfo=UTC))  # committed until 2027-11-24
+    run(world, BillingMonth(2026, 11))
+    end_plan_on(world, date(2026, 12, 31))
+    assert run(world, BillingMonth(2026, 12))[0] == [(LineKind.SEATS, 3 * 250), (LineKind.LICENCE_PERIOD, 2 * 1000)]
+    month = BillingMonth(2027, 1)
+    while month <= BillingMonth(2027, 10):  # after the plan's final month: the licence periods only
+        assert run(world, month)[0] == [(LineKind.LICENCE_PERIOD, 2 * 1000)], month
+        assert world.store.plans["p1"].visited_by_monthly_runs
+        month = month.next()
+    world.clock.current = datetime(2027, 12, 1, 0, 5, tzinfo=UTC)
+    assert world.service().charge_partner_for_month("p1", BillingMonth(2027, 11)) is None  # no renewal on 11-25
+    assert not world.store.plans["p1"].visited_by_monthly_runs  # nothing is due any more: it leaves the runs
+    assert world.provider.successful_charges == 12
+
+
+def test_without_subscriptions_a_cancelled_plan_leaves_the_runs_after_its_final_month() -> None:
+    world = make_world()
+    end_plan_on(world, date(2026, 12, 31))
+    run(world, BillingMonth(2026, 12))
+    world.clock.current = datetime(2027, 2, 1, 0, 5, tzinfo=UTC)
+    assert world.service().charge_partner_for_month("p1", BillingMonth(2027, 1)) is None
+    assert not world.store.plans["p1"].visited_by_monthly_runs
+
+
+def test_the_runs_keep_visiting_a_cancelled_plan_through_months_without_lines_while_a_term_is_still_due() -> None:
+    world = make_world()
+    buy(world, Cycle(Term.P3Y, BillingFrequency.ANNUAL), datetime(2026, 11, 25, 9, tzinfo=UTC))
+    run(world, BillingMonth(2026, 11))
+    end_plan_on(world, date(2026, 12, 31))
+    run(world, BillingMonth(2026, 12))
+    billed = []
+    month = BillingMonth(2027, 1)
+    while world.store.plans["p1"].visited_by_monthly_runs:
+        world.clock.current = datetime(month.next().year, month.next().month, 1, 0, 5, tzinfo=UTC)
+        invoice = world.service().charge_partner_for_month("p1", month)
+        if invoice is not None:
+            billed.append((str(month), [(line.kind, line.amount.amount_minor) for line in invoice.lines]))
+        month = month.next()
+    assert billed == [
+        ("2027-11", [(LineKind.LICENCE_PERIOD, 2 * 10800)]),
+        ("2028-11", [(LineKind.LICENCE_PERIOD, 2 * 10800)]),
+    ]
+    assert str(month) == "2029-01"  # left the runs at the first run with nothing due any more
+
+
+def test_the_usage_report_of_an_activation_month_invoiced_for_licences_bills_no_seat() -> None:
+    world = make_world(activated=datetime(2026, 12, 2, 9, tzinfo=UTC))  # devices seen in December, the activation month
+    buy(world, P1Y_MONTHLY, datetime(2026, 12, 3, 9, tzinfo=UTC))
+    lines, _ = run(world, BillingMonth(2026, 12))
+    assert lines == [(LineKind.LICENCE_PERIOD, 2 * 1000)]
+    rows = world.reports.reports["usage-reports/p1/2026-12.csv"].splitlines()[1:]
+    assert len(rows) == 3 and all(row.endswith(",seats_not_billed") for row in rows)

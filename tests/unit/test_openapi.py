@@ -150,3 +150,83 @@ def test_development_routes_stay_out_of_the_app_and_the_template(template: dict[
     assert served == in_template
     assert not DEVELOPMENT_ROUTES & (served | in_template)
     assert render(openapi_document(again)) == render(openapi_document(composed_partner_api(template)))
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{method.upper()} {path}", operation_object)
+        for path, item in document["paths"].items()
+        for method, operation_object in item.items()
+        if method in METHODS
+    ]
+
+
+def test_each_function_is_a_tag_with_a_description(template: dict[str, Any], document: dict[str, Any]) -> None:
+    tag_of = {}
+    for label, operation_object in _operations(document):
+        assert len(operation_object.get("tags", [])) == 1, label
+        tag_of[label] = operation_object["tags"][0]
+    tags_by_function = {
+        function.logical_id: {tag_of[f"{method} {path}"] for method, path in function.routes}
+        for function in api_functions(template)
+    }
+    assert all(len(tags) == 1 for tags in tags_by_function.values()), tags_by_function
+    assert len({next(iter(tags)) for tags in tags_by_function.values()}) == len(tags_by_function)  # one per function
+    described = {tag["name"]: tag["description"] for tag in document["tags"]}
+    assert set(described) == set(tag_of.values()) and all(described.values())
+
+
+def test_every_operation_has_a_description(document: dict[str, Any]) -> None:
+    for label, operation_object in _operations(document):
+        assert len(operation_object.get("description", "")) > len(operation_object["summary"]) // 2, label
+
+
+def _schema_name(schema: dict[str, Any]) -> str:
+    return str(schema["$ref"]).rsplit("/", 1)[-1]
+
+
+def test_every_request_body_and_success_answer_has_examples(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+
+    def has_examples(schema: dict[str, Any]) -> bool:
+        component = schemas[_schema_name(schema)]
+        if "examples" in component:
+            return True
+        items = component.get("properties", {}).get("items", {}).get("items")  # items_of(Model): {"items": [...]}
+        return items is not None and "examples" in schemas[_schema_name(items)]
+
+    for label, operation_object in _operations(document):
+        if "requestBody" in operation_object:
+            assert has_examples(operation_object["requestBody"]["content"]["application/json"]["schema"]), label
+        for status, answer in operation_object["responses"].items():
+            if status.startswith("2") and "content" in answer:
+                assert has_examples(answer["content"]["application/json"]["schema"]), f"{label} {status}"
+    assert "examples" in schemas["ErrorResponse"]
+
+
+def test_every_example_is_valid_for_its_model(document: dict[str, Any]) -> None:
+    from billing_core import schemas, subscription_schemas
+    from billing_core.api import http
+
+    models = {
+        name: model
+        for module in (schemas, subscription_schemas, http)
+        for name, model in vars(module).items()
+        if isinstance(model, type) and issubclass(model, BaseModel)
+    }
+    checked = 0
+    for name, component in document["components"]["schemas"].items():
+        for example in component.get("examples", []):
+            # JSON mode, as the API reads bodies: dates are strings, strict fields take their JSON form.
+            models[name].model_validate_json(json.dumps(example))
+            checked += 1
+    assert checked >= 20
+
+
+def test_errors_are_documented_in_one_shape_api_gateway_included(document: dict[str, Any]) -> None:
+    assert "ApiGatewayMessage" not in document["components"]["schemas"]
+    for label, operation_object in _operations(document):
+        for status, answer in operation_object["responses"].items():
+            if status.startswith(("4", "5")):
+                schema = answer["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, f"{label} {status}"

@@ -6,8 +6,9 @@ import pytest
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import ActivationInProgress, InvalidRequest, PlanAlreadyActive, PlanNotActive
 from billing_core.domain.plan import ACTIVATION_CLAIM_TTL, Plan, PlanState
-from billing_core.domain.pricing import PRICE_LIST_2026_01, price_list
+from billing_core.domain.pricing import PriceBook
 from billing_core.domain.workspace import MAX_LICENCE_TERMS, LicenceStatus, Workspace, licence_document
+from tests.helpers import PRICE_LIST_2026_01
 
 NOV_20 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -23,12 +24,13 @@ def active_plan(activated_at: datetime = NOV_20) -> Plan:
 
 
 def test_activation_fee_defaults_to_ten_dollars_and_is_versioned() -> None:
-    prices = price_list("2026-01")
+    book = PriceBook(((date(2026, 1, 1), PRICE_LIST_2026_01),))
+    prices = book.version("2026-01")
     assert prices.activation_fee("USD").amount_minor == 1000
     assert prices.activation_fee("EUR").currency == "EUR"
     assert len(prices.editions) >= 2
     with pytest.raises(ValueError, match="unknown price list"):
-        price_list("1999-01")
+        book.version("1999-01")
 
 
 def test_unknown_edition_and_currency_name_the_field() -> None:

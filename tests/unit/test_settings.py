@@ -26,7 +26,7 @@ def test_fields_come_from_the_environment_by_name_in_any_case() -> None:
     assert settings.payment_provider == "stripe"
     assert settings.stripe_secret_key is not None and settings.stripe_secret_key.get_secret_value() == "sk_test_123"
     assert settings.stripe_setup_future_usage is False
-    assert settings.price_list_version == "2026-01"  # default kept
+    assert settings.idempotency_ttl_seconds == 24 * 3600  # default kept
 
 
 def test_a_missing_required_variable_is_named() -> None:

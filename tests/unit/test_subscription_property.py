@@ -30,7 +30,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing_core.domain.catalog import BillingFrequency, Cycle, Term
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.domain.subscriptions import (
     ChangeNotAllowed,
     ChargeKind,
@@ -40,6 +39,7 @@ from billing_core.domain.subscriptions import (
     new_subscriptions,
     schedule_frequency_change,
 )
+from tests.helpers import PRICE_LIST_2026_01
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "400"))
 RESULTS = os.environ.get("PROPERTY_RESULTS")

@@ -11,7 +11,7 @@ from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.catalog import BillingFrequency, Cycle, Term
 from billing_core.domain.errors import InvalidRequest
 from billing_core.domain.invoicing import LineKind
-from billing_core.domain.pricing import PRICE_LIST_2026_01, PriceBook, PriceList
+from billing_core.domain.pricing import PriceBook, PriceList
 from billing_core.domain.subscriptions import (
     ChangeMode,
     ChangeNotAllowed,
@@ -34,6 +34,7 @@ from billing_core.domain.subscriptions import (
     subscription_invoice_lines,
     withdraw_scheduled_change,
 )
+from tests.helpers import PRICE_LIST_2026_01
 
 PRICES = PRICE_LIST_2026_01
 M, A, T = BillingFrequency.MONTHLY, BillingFrequency.ANNUAL, BillingFrequency.TRIENNIAL

@@ -6,7 +6,6 @@ import pytest
 
 from billing_core.domain.errors import Conflict, InvalidRequest, NotFound, PlanNotActive
 from billing_core.domain.identity import PartnerIdentity, Role
-from billing_core.domain.pricing import PRICE_LIST_2026_01
 from billing_core.schemas import (
     ActivatePlanRequest,
     ChangeWorkspaceLicenceRequest,
@@ -23,6 +22,7 @@ from tests.fakes import (
     InMemoryUsageStore,
     RecordingPaymentProvider,
 )
+from tests.helpers import PRICE_LIST_2026_01
 
 TECH = PartnerIdentity("p1", Role.TECHNICIAN, "tech-1")
 OTHER = PartnerIdentity("p2", Role.OWNER, "owner-2")

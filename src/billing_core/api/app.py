@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from chalice.app import Blueprint, Chalice, Request, Response
 
-from billing_core.observability import logger
+from billing_core.observability import BusinessMetric, business_metrics, logger
+
+Middleware = Callable[[Request, Callable[[Request], Response]], Response]
 
 
 def log_each_request(event: Request, get_response: Callable[[Request], Response]) -> Response:
@@ -39,6 +41,21 @@ def framework_errors_in_the_api_shape(event: Request, get_response: Callable[[Re
         code = FRAMEWORK_ERROR_CODES.get(str(body["Code"]), "error")
         response.body = {"error": {"code": code, "message": str(body["Message"])}}
     return response
+
+
+def counts_outcomes(method: str, path: str, metrics_by_status: Mapping[int, tuple[BusinessMetric, ...]]) -> Middleware:
+    """Middleware counting the answers of one route as business metrics (e.g. activations and their payments:
+    ``observability.ACTIVATION_OUTCOMES``), published with the response."""
+
+    def count(event: Request, get_response: Callable[[Request], Response]) -> Response:
+        response = get_response(event)
+        if event.method == method and (event.context or {}).get("resourcePath") == path:
+            for metric in metrics_by_status.get(response.status_code, ()):
+                business_metrics.count(metric)
+            business_metrics.publish()
+        return response
+
+    return count
 
 
 def partner_api_app(app_name: str, *blueprints: Blueprint) -> Chalice:

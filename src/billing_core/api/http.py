@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from chalice.app import CognitoUserPoolAuthorizer, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
 from billing_core.adapters.dynamodb.usage import RETRYABLE_CODES
@@ -76,7 +76,35 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """The body of every error answer of the partner API."""
+    """The body of every error answer of the partner API (API Gateway's own answers too: template.yaml,
+    GatewayResponses)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "invalid_request",
+                        "message": "the request has invalid fields",
+                        "fields": [{"field": "max_devices", "message": "Input should be less than or equal to 10000"}],
+                    }
+                },
+                {
+                    "error": {
+                        "code": "payment_declined",
+                        "message": "Your card was declined.",
+                        "decline_code": "card_declined",
+                    }
+                },
+                {
+                    "error": {
+                        "code": "unauthenticated",
+                        "message": "a valid partner token is required (Authorization header)",
+                    }
+                },
+            ]
+        }
+    )
 
     error: ErrorDetail
 

@@ -12,6 +12,8 @@ decorator and ``@answers_errors`` in its ``*_routes.py`` module::
         responses={201: CancellationView},               # success status -> response model
         errors={409: "the plan is not active, or already cancelled"},
         billing=True,                                    # owner / billing-admin only
+        tags=["Cancellation"],                           # one of TAGS: the function that serves it
+        description="What happens, step by step ...",    # optional, shown under the summary
     )
     @answers_errors
     def cancel_plan() -> Response: ...
@@ -23,7 +25,10 @@ decorator and ``@answers_errors`` in its ``*_routes.py`` module::
   also every role but owner / billing-admin), 415 (Content-Type not JSON, answered by Chalice), 503 (a
   dependency briefly unavailable: retry), and with a ``request`` model 400 (body not a JSON object) and
   422 (field errors). Errors have the body of ``http.error_response`` (``ErrorResponse``; Chalice's own
-  answers such as 415 are rewritten into it by ``api.app``); 401 may also be API Gateway's ``{"message"}``.
+  answers such as 415 are rewritten into it by ``api.app``, API Gateway's own 401 / 403 / 4xx / 5xx by the
+  ``GatewayResponses`` of template.yaml).
+- ``tags``: the function the route belongs to, one of ``TAGS`` (each has a description in the document).
+- Examples come from the models: ``json_schema_extra`` examples (``schemas.examples``), checked by the tests.
 - ``path_params``: a ``Param`` for each ``{name}`` in the path (a path parameter without one, or one
   the path does not have, is an error). ``query`` and ``headers``: ``Param``s too (e.g. the required
   ``Idempotency-Key`` header of the activation).
@@ -42,7 +47,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal, TypeVar
@@ -90,6 +95,21 @@ class Operation:
     headers: Mapping[str, Param] = field(default_factory=dict)
     billing: bool = False
     description: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+# The operations' tags, one per Lambda function of the partner API, in document order, with their descriptions.
+TAGS: dict[str, str] = {
+    "Plan": "The monthly billing option: activate it (the activation fee, the payment method saved) and read its "
+    "state, coverage and next charge date (ActivateFunction).",
+    "Workspaces": "Workspaces (one per end customer) on or off the plan, their edition and device cap, and the "
+    "licence document the protection software fetches (WorkspacesFunction).",
+    "Cancellation": "Cancel the plan on an offered end date, or reactivate it before that date (CancelFunction).",
+    "Billing history": "Invoices, newest first, and download links of their usage reports and reconciliation "
+    "files (PortalFunction).",
+    "Subscriptions": "Licence subscriptions bought as orders, and the changes of term and billing frequency an "
+    "order may make (SubscriptionsFunction).",
+}
 
 
 def operation(
@@ -103,12 +123,15 @@ def operation(
     headers: Mapping[str, Param] | None = None,
     billing: bool = False,
     description: str | None = None,
+    tags: Sequence[str] = (),
 ) -> Callable[[ViewT], ViewT]:
     """Declare what a route takes and answers (see the module docstring)."""
     if not responses or any(not 200 <= status < 300 for status in responses):
         raise ValueError(f"{summary!r}: responses are the success statuses (2xx) and their models")
     if errors and any(not 400 <= status < 600 for status in errors):
         raise ValueError(f"{summary!r}: errors are 4xx / 5xx statuses")
+    if unknown := [tag for tag in tags if tag not in TAGS]:
+        raise ValueError(f"{summary!r}: unknown tags {unknown}; the tags are {list(TAGS)}")
     declared = Operation(
         summary=summary,
         responses=dict(responses),
@@ -119,6 +142,7 @@ def operation(
         headers=dict(headers or {}),
         billing=billing,
         description=description,
+        tags=tuple(tags),
     )
 
     def declare(view: ViewT) -> ViewT:
@@ -140,7 +164,7 @@ def items_of(model: type[BaseModel]) -> type[BaseModel]:
 
 
 # What every route can answer, beyond its own declared errors.
-UNAUTHENTICATED = "No partner token, or one the authorizer refuses"
+UNAUTHENTICATED = "No partner token, or one the authorizer refuses (the answer never repeats the token)"
 TRANSIENT = "A dependency is briefly unavailable (throttling, a timeout): retry later (an activation with the same key)"
 BAD_BODY = "The body is not a JSON object"
 FIELD_ERRORS = "A field breaks a rule; `error.fields` names each"
@@ -153,12 +177,6 @@ SECURITY_DESCRIPTION = (
     "who calls. Locally: `msp-billing dev-token --partner ID --role owner`."
 )
 UNSUPPORTED_MEDIA_TYPE = "The request's Content-Type is not application/json (code `unsupported_media_type`)"
-GATEWAY_MESSAGE: JsonSchema = {
-    "type": "object",
-    "description": "API Gateway's own answer, before the function runs (e.g. a refused token)",
-    "properties": {"message": {"type": "string"}},
-    "required": ["message"],
-}
 
 
 def _error_statuses(declared: Operation) -> dict[int, str]:
@@ -238,6 +256,8 @@ def _operation_object(route: RouteEntry, declared: Operation, schemas: _Schemas)
     parameters += [_parameter(name, "query", param) for name, param in declared.query.items()]
     parameters += [_parameter(name, "header", param) for name, param in declared.headers.items()]
     result: dict[str, Any] = {"operationId": route.view_name, "summary": declared.summary}
+    if declared.tags:
+        result["tags"] = list(declared.tags)
     if declared.description:
         result["description"] = declared.description
     if parameters:
@@ -258,7 +278,6 @@ def _operation_object(route: RouteEntry, declared: Operation, schemas: _Schemas)
         schema: JsonSchema = error_schema
         answer = {"description": when}
         if status == 401:
-            schema = {"anyOf": [error_schema, {"$ref": "#/components/schemas/ApiGatewayMessage"}]}
             answer["headers"] = {
                 "WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}, "required": False}
             }
@@ -298,7 +317,9 @@ def openapi_document(app: Chalice) -> dict[str, Any]:
     for route, declared in list(documented_routes(app)):
         paths.setdefault(route.uri_pattern, {})[route.method.lower()] = _operation_object(route, declared, schemas)
     refs, definitions = schemas.resolve()
-    definitions["ApiGatewayMessage"] = GATEWAY_MESSAGE
+    used_tags = {
+        tag for item in paths.values() for operation_object in item.values() for tag in operation_object.get("tags", [])
+    }
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -306,12 +327,15 @@ def openapi_document(app: Chalice) -> dict[str, Any]:
             "version": API_VERSION,
             "description": (
                 "The partner API of msp-billing: activate or cancel the monthly billing option, put workspaces on the "
-                "plan, read licence documents and the billing history. Money is integer minor units plus an "
-                "ISO-4217 code; timestamps are ISO-8601 UTC. Generated from the routes and the pydantic "
+                "plan, read licence documents and the billing history, buy licence subscriptions and change them. "
+                "Money is integer minor units plus an ISO-4217 code; timestamps are ISO-8601 UTC. Every error "
+                "answer, API Gateway's own included, is `ErrorResponse`: "
+                '`{"error": {"code", "message", "fields"}}`. Generated from the routes and the pydantic '
                 "models (billing_core.api.openapi)."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
+        "tags": [{"name": tag, "description": description} for tag, description in TAGS.items() if tag in used_tags],
         "paths": _fill(paths, refs),
         "components": {
             "schemas": dict(sorted(definitions.items())),

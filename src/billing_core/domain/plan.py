@@ -103,6 +103,13 @@ class Plan:
         return self.is_live or (self.state is PlanState.CANCELLED and not self.left_monthly_runs)
 
     @property
+    def ends_on(self) -> date | None:
+        """The plan's last day, once an end is scheduled or done (None while it runs without end)."""
+        if self.state is PlanState.CANCELLED:
+            return self.ended_on
+        return self.cancellation_ends_on if self.state is PlanState.CANCELLATION_SCHEDULED else None
+
+    @property
     def final_month(self) -> BillingMonth | None:
         """The last month the plan is (or will be) billed for, once an end date is set."""
         last_day = self.ended_on if self.state is PlanState.CANCELLED else self.cancellation_ends_on

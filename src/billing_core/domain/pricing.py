@@ -1,21 +1,21 @@
 """Versioned price lists. A price list never changes once published; a new version is added instead,
-so every charge can name the exact prices it used."""
+so every charge can name the exact prices it used. The lists are the vendor's data (documents loaded with
+`msp-billing catalog load`, see ``catalog_documents``); none is built into the code."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Protocol
 
 from billing_core.domain.catalog import (
     ALL_CYCLES,
-    BillingFrequency,
     Catalog,
     Cycle,
     Product,
     ProductKind,
     Promotion,
     Sku,
-    Term,
 )
 from billing_core.domain.errors import InvalidRequest
 from billing_core.domain.money import Money
@@ -105,6 +105,13 @@ class PriceList:
         return self
 
 
+class Prices(Protocol):
+    """Where prices come from: the list in effect on a day. A ``PriceList`` (in effect every day), a
+    ``PriceBook`` of effective-dated lists, or the published lists read from the store."""
+
+    def on(self, day: date) -> PriceList: ...
+
+
 @dataclass(frozen=True)
 class PriceBook:
     """Every published price list with the first day it is in effect. A period is priced from the list in
@@ -126,89 +133,10 @@ class PriceBook:
                 current = prices
         return current
 
-
-M, A, T = BillingFrequency.MONTHLY, BillingFrequency.ANNUAL, BillingFrequency.TRIENNIAL
-P1M_MONTHLY, P1Y_MONTHLY, P1Y_ANNUAL = Cycle(Term.P1M, M), Cycle(Term.P1Y, M), Cycle(Term.P1Y, A)
-P3Y_MONTHLY, P3Y_ANNUAL, P3Y_TRIENNIAL = Cycle(Term.P3Y, M), Cycle(Term.P3Y, A), Cycle(Term.P3Y, T)
-
-CATALOG_2026_01 = Catalog(
-    products={
-        "edr": Product("edr", "Endpoint Detection and Response", ProductKind.LICENCE, ("edr-business", "edr-trial")),
-        "backup": Product("backup", "Cloud Backup", ProductKind.LICENCE, ("backup-standard", "backup-extra-storage")),
-    },
-    skus={
-        "edr-business": Sku("edr-business", "EDR Business", "edr"),
-        "edr-trial": Sku("edr-trial", "EDR Business (30-day trial)", "edr", trial=True),
-        "backup-standard": Sku("backup-standard", "Cloud Backup Standard", "backup"),
-        "backup-extra-storage": Sku(
-            "backup-extra-storage", "Cloud Backup extra 100 GB", "backup", add_on_for=frozenset({"backup-standard"})
-        ),
-    },
-)
-
-
-def _prices(scale_percent: int) -> dict[tuple[str, Cycle], int]:
-    """One currency's licence prices: a unit per billing period (EUR at ``scale_percent`` of USD)."""
-    usd = {
-        ("edr-business", P1M_MONTHLY): 600,
-        ("edr-business", P1Y_MONTHLY): 500,
-        ("edr-business", P1Y_ANNUAL): 6000,
-        ("edr-business", P3Y_MONTHLY): 450,
-        ("edr-business", P3Y_ANNUAL): 5400,
-        ("edr-business", P3Y_TRIENNIAL): 16200,
-        ("edr-trial", P1M_MONTHLY): 0,
-        # No triennial billing for backup (not every SKU offers every combination).
-        ("backup-standard", P1M_MONTHLY): 1200,
-        ("backup-standard", P1Y_MONTHLY): 1000,
-        ("backup-standard", P1Y_ANNUAL): 12000,
-        ("backup-standard", P3Y_MONTHLY): 900,
-        ("backup-standard", P3Y_ANNUAL): 10800,
-        ("backup-extra-storage", P1M_MONTHLY): 300,
-        ("backup-extra-storage", P1Y_MONTHLY): 250,
-        ("backup-extra-storage", P1Y_ANNUAL): 3000,
-        ("backup-extra-storage", P3Y_MONTHLY): 200,
-        ("backup-extra-storage", P3Y_ANNUAL): 2400,
-    }
-    return {key: price * scale_percent // 100 for key, price in usd.items()}
-
-
-PRICE_LIST_2026_01 = PriceList(
-    version="2026-01",
-    activation_fee_minor={"USD": 1000, "EUR": 1000},
-    editions={
-        "anti-malware": Edition("anti-malware", "Anti-Malware", {"USD": 250, "EUR": 230}),
-        "business-security": Edition("business-security", "Business Security", {"USD": 350, "EUR": 320}),
-        "enterprise-security": Edition("enterprise-security", "Enterprise Security", {"USD": 450, "EUR": 410}),
-    },
-    catalog=CATALOG_2026_01,
-    licence_prices={"USD": _prices(100), "EUR": _prices(90)},
-    promotions=(
-        Promotion(
-            "EDR-1Y-LAUNCH",
-            "EDR Business launch: 20 % off one-year terms",
-            frozenset({"edr-business"}),
-            frozenset({P1Y_MONTHLY, P1Y_ANNUAL}),
-            2000,
-            date(2026, 1, 1),
-            date(2026, 6, 30),
-        ),
-        Promotion(
-            "EDR-3Y-LOYALTY",
-            "EDR Business: 10 % off three-year terms",
-            frozenset({"edr-business"}),
-            frozenset({P3Y_MONTHLY, P3Y_ANNUAL, P3Y_TRIENNIAL}),
-            1000,
-            date(2026, 1, 1),
-            date(2028, 12, 31),
-        ),
-    ),
-)
-
-PRICE_LISTS: dict[str, PriceList] = {PRICE_LIST_2026_01.version: PRICE_LIST_2026_01}
-
-
-def price_list(version: str) -> PriceList:
-    try:
-        return PRICE_LISTS[version]
-    except KeyError:
-        raise ValueError(f"unknown price list version {version!r}; known: {', '.join(PRICE_LISTS)}") from None
+    def version(self, version: str) -> PriceList:
+        """A published list by its version (what a plan or an invoice names)."""
+        for _, prices in self.lists:
+            if prices.version == version:
+                return prices
+        known = ", ".join(prices.version for _, prices in self.lists)
+        raise ValueError(f"unknown price list version {version!r}; known: {known}")

@@ -39,6 +39,9 @@ class DeviceStatus(StrEnum):
     BILLED = "billed"
     OVER_CAP = "over_cap"  # seen, but beyond the workspace's max devices: reported, not billed
     NOT_BILLABLE = "not_billable"  # unknown workspace or not on the plan
+    # Seen in a month whose seats are not billed (the activation month, covered by the activation fee), on an
+    # invoice made for its licence subscriptions.
+    SEATS_NOT_BILLED = "seats_not_billed"
 
 
 @dataclass(frozen=True)

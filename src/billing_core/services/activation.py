@@ -19,7 +19,7 @@ from billing_core.domain.payments import (
     PaymentRecord,
 )
 from billing_core.domain.plan import Plan
-from billing_core.domain.pricing import PriceList
+from billing_core.domain.pricing import Prices
 from billing_core.ports import (
     Clock,
     IdempotencyGuard,
@@ -51,7 +51,7 @@ class ActivationService:
     payments: PaymentProvider
     usage: UsageStore
     clock: Clock
-    prices: PriceList
+    prices: Prices  # the published price lists; the fee is the one in effect on the day of activation
     idempotency: IdempotencyGuard
     invoices: InvoiceStore
 
@@ -76,9 +76,10 @@ class ActivationService:
         two concurrent requests cannot both charge; the provider idempotency key is derived from the
         partner and attempt number, so a retry after a crash reuses it and cannot charge twice.
         """
-        currency = self.prices.require_currency(command.request.currency, field_name="currency")
-        fee = self.prices.activation_fee(currency)
         now = self.clock.now()
+        prices = self.prices.on(now.date())
+        currency = prices.require_currency(command.request.currency, field_name="currency")
+        fee = prices.activation_fee(currency)
         plan = self.plans.load_plan(command.partner_id)
         self._require_final_invoice_made(plan)
         claimed = self.plans.save_plan(
@@ -143,7 +144,7 @@ class ActivationService:
             claimed.complete_activation(
                 now=now,
                 currency=currency,
-                price_list_version=self.prices.version,
+                price_list_version=prices.version,
                 customer_ref=saved.customer_ref,
                 payment_method_ref=saved.payment_method_ref,
                 billing_email=command.request.billing_email or command.actor_email,

@@ -23,14 +23,24 @@ from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import PlanNotActive, TransientFailure
 from billing_core.domain.identity import PartnerIdentity
 from billing_core.domain.plan import Plan, PlanState, cancellation_end_dates, plan_end_instant
+from billing_core.domain.pricing import Prices
 from billing_core.domain.reporting import (
     EndingLicence,
     RenderedEmail,
     cancellation_scheduled_email,
     plan_reactivated_email,
 )
+from billing_core.domain.subscriptions import end_with_plan
 from billing_core.domain.workspace import Workspace
-from billing_core.ports import Clock, Mailer, PlanEndSchedules, PlanStore, UsageStore, WorkspaceStore
+from billing_core.ports import (
+    Clock,
+    Mailer,
+    PlanEndSchedules,
+    PlanStore,
+    SubscriptionStore,
+    UsageStore,
+    WorkspaceStore,
+)
 from billing_core.schemas import (
     CancellationOptionsView,
     CancellationOptionView,
@@ -59,6 +69,8 @@ class CancellationService:
     schedules: PlanEndSchedules
     mailer: Mailer
     clock: Clock
+    subscriptions: SubscriptionStore
+    prices: Prices
 
     def cancellation_options(self, identity: PartnerIdentity) -> CancellationOptionsView:
         plan = self.plans.load_plan(identity.partner_id)
@@ -132,6 +144,9 @@ class CancellationService:
         if ended is None:
             return PlanEndOutcome.STALE
         ended_workspaces = self._end_licences(partner_id, ends_on, now)
+        # Before the plan is marked ended (a re-fire after a crash repeats this): stored, so a later plan
+        # life never renews them.
+        self._end_subscriptions(partner_id, ends_on, now)
         final = ended.final_month
         self.plans.save_plan(
             ended,
@@ -150,6 +165,26 @@ class CancellationService:
         # A workspace put on the plan just before the end whose write the first listing did not see yet.
         self._end_licences(partner_id, ends_on, now)
         return PlanEndOutcome.ENDED
+
+    def _end_subscriptions(self, partner_id: str, ends_on: date, now: datetime) -> None:
+        for order in self.subscriptions.list_orders(partner_id):
+            loaded = self.subscriptions.load_order(partner_id, order.order_id)
+            if loaded is None:
+                continue
+            stored_order, subscriptions = loaded
+            ending = [end_with_plan(sub, ends_on, self.prices) for sub in subscriptions]
+            if ending != subscriptions:
+                self.subscriptions.save_order(
+                    stored_order,
+                    ending,
+                    audit=AuditEvent(
+                        partner_id,
+                        "subscriptions_end_with_plan",
+                        now,
+                        SCHEDULE_ACTOR,
+                        {"order_id": order.order_id, "plan_ended_on": ends_on.isoformat()},
+                    ),
+                )
 
     def _end_licences(self, partner_id: str, ends_on: date, now: datetime) -> list[str]:
         ended = []

@@ -40,7 +40,7 @@ from billing_core.domain.metering import count_seats
 from billing_core.domain.money import Money
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, ChargeStatus, SavedPaymentMethod
 from billing_core.domain.plan import Plan, PlanState
-from billing_core.domain.pricing import PriceList
+from billing_core.domain.pricing import Prices
 from billing_core.domain.reporting import (
     DeviceStatus,
     RenderedEmail,
@@ -52,7 +52,7 @@ from billing_core.domain.reporting import (
     usage_report_csv,
     usage_report_key,
 )
-from billing_core.domain.subscriptions import subscription_invoice_lines
+from billing_core.domain.subscriptions import Subscription, end_with_plan, last_bill_month, subscription_invoice_lines
 from billing_core.ports import (
     ChargeablePartners,
     ChargeQueue,
@@ -80,7 +80,7 @@ class MonthlyChargeService:
     mailer: Mailer
     reports: UsageReports
     clock: Clock
-    prices: PriceList
+    prices: Prices  # the published price lists: a month's seats at the list in effect on its first day
     subscriptions: SubscriptionStore
 
     def charge_partner_for_month(self, partner_id: str, month: BillingMonth) -> Invoice | None:
@@ -108,7 +108,7 @@ class MonthlyChargeService:
     def _subscription_part(self, plan: Plan, month: BillingMonth) -> tuple[list[InvoiceLine], Money | None]:
         """The licence subscriptions' charges and credits billed in ``month`` (their charge schedules are
         deterministic, so a re-run computes the same lines) and the credit the previous invoice carried."""
-        subscriptions = self.subscriptions.list_subscriptions(plan.partner_id)
+        subscriptions = self._subscriptions_of(plan)
         if not subscriptions:
             return [], None  # only subscription credits are ever carried forward
         lines = subscription_invoice_lines(subscriptions, month, self.prices)
@@ -122,6 +122,13 @@ class MonthlyChargeService:
         carried = [line for line in previous.lines if line.kind is LineKind.CREDIT_CARRIED_FORWARD] if previous else []
         brought = Money(sum(line.amount.amount_minor for line in carried), plan.currency or "USD") if carried else None
         return lines, brought
+
+    def _subscriptions_of(self, plan: Plan) -> list[Subscription]:
+        """The partner's subscriptions, each ending with the plan if the plan has an end (the one lifecycle
+        rule, ``end_with_plan``: also applied before the end-of-plan finaliser has stored it)."""
+        subscriptions = self.subscriptions.list_subscriptions(plan.partner_id)
+        ends_on = plan.ends_on
+        return [end_with_plan(sub, ends_on, self.prices) for sub in subscriptions] if ends_on else subscriptions
 
     def _create(
         self, plan: Plan, month: BillingMonth, subscription_lines: list[InvoiceLine], brought: Money | None
@@ -157,7 +164,7 @@ class MonthlyChargeService:
             credit_brought_forward=brought,
         )
         now = self.clock.now()
-        invoice = rate_month(request, self.prices, now)
+        invoice = rate_month(request, self.prices.on(month.first_day), now)
         invoice = invoice.with_event("invoice_created", now, ACTOR, total=invoice.total.to_dict(), month_closed=True)
         if invoice.due_for_payment(now.date()):
             invoice = invoice.begin_payment_attempt(now)
@@ -216,6 +223,9 @@ class MonthlyChargeService:
         final = plan.final_month
         if plan.state is not PlanState.CANCELLED or plan.left_monthly_runs or (final is not None and month <= final):
             return
+        last_licence_month = last_bill_month(self._subscriptions_of(plan), self.prices)
+        if last_licence_month is not None and last_licence_month > month:
+            return  # committed licence terms are still billed after the plan's final month
         # If another worker or a new activation changed the plan meanwhile, a later run decides again.
         with contextlib.suppress(ConcurrentModification):
             self.plans.save_plan(
@@ -316,13 +326,14 @@ class MonthlyChargeService:
     def _usage_report(self, plan: Plan, invoice: Invoice) -> str:
         """Every device of every workspace on the plan for the month: billed, over cap or not billable."""
         rows: list[UsageReportRow] = []
+        seats_billed = is_billable_month(plan, invoice.month)
         for workspace in self.workspaces.list_workspaces(plan.partner_id):
             billable = self.usage.recorded_devices(workspace.workspace_id, invoice.month, billable=True)
             seats = count_seats(billable, workspace.max_devices or 0)
             not_billable = self.usage.recorded_devices(workspace.workspace_id, invoice.month, billable=False)
             for status, devices in (
-                (DeviceStatus.BILLED, seats.billed),
-                (DeviceStatus.OVER_CAP, seats.over_cap),
+                (DeviceStatus.BILLED if seats_billed else DeviceStatus.SEATS_NOT_BILLED, seats.billed),
+                (DeviceStatus.OVER_CAP if seats_billed else DeviceStatus.SEATS_NOT_BILLED, seats.over_cap),
                 (DeviceStatus.NOT_BILLABLE, not_billable),
             ):
                 rows += [

@@ -20,6 +20,7 @@ from billing_core.domain.errors import Conflict, InvalidRequest, NotFound
 from billing_core.domain.identity import PartnerIdentity
 from billing_core.domain.money import Money
 from billing_core.domain.plan import PlanState
+from billing_core.domain.pricing import Prices
 from billing_core.domain.subscriptions import (
     ChangeMode,
     ChangeRequest,
@@ -29,11 +30,11 @@ from billing_core.domain.subscriptions import (
     OrderLine,
     Owner,
     PendingChange,
-    Prices,
     PriceSnapshot,
     Subscription,
     change_order,
     charge_line,
+    end_with_plan,
     new_charges,
     new_subscriptions,
     order_change_options,
@@ -62,6 +63,11 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+def order_id_for(partner_id: str, idempotency_key: str) -> str:
+    """The id of the order a partner buys with ``idempotency_key``: a retry names the same order."""
+    return f"ord_{_digest(partner_id, idempotency_key)[:24]}"
+
+
 class SubscriptionService:
     def __init__(self, *, plans: PlanStore, subscriptions: SubscriptionStore, clock: Clock, prices: Prices) -> None:
         self.plans = plans
@@ -73,7 +79,7 @@ class SubscriptionService:
     def buy_order(self, identity: PartnerIdentity, idempotency_key: str, request: CreateOrderRequest) -> OrderView:
         identity.require_billing_rights()
         fingerprint = _digest(request.model_dump_json())
-        order_id = f"ord_{_digest(identity.partner_id, idempotency_key)[:24]}"
+        order_id = order_id_for(identity.partner_id, idempotency_key)
         existing = self.store.load_order(identity.partner_id, order_id)
         if existing is not None:
             return self._replay(existing, fingerprint)
@@ -317,6 +323,9 @@ class SubscriptionService:
         )
 
     def _subscription_view(self, subscription: Subscription, today: date) -> SubscriptionView:
+        ends_on = self.plans.load_plan(subscription.owner.partner_id).ends_on
+        if ends_on is not None:  # shown as it will be billed: ending with the plan (``end_with_plan``)
+            subscription = end_with_plan(subscription, ends_on, self.prices)
         sub = subscription.materialise(today, self.prices)
         term_start, term_end = sub.term_at(today)
         sku = self.prices.on(today).catalog.skus.get(sub.sku)

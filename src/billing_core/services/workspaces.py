@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.errors import FieldProblem, InvalidRequest, NotFound
 from billing_core.domain.identity import PartnerIdentity
-from billing_core.domain.pricing import PriceList
+from billing_core.domain.pricing import Prices
 from billing_core.domain.workspace import Workspace, licence_document
 from billing_core.ports import Clock, PlanStore, WorkspaceStore
 from billing_core.schemas import (
@@ -30,7 +30,7 @@ class WorkspaceService:
     plans: PlanStore
     workspaces: WorkspaceStore
     clock: Clock
-    prices: PriceList
+    prices: Prices  # the published price lists: editions as they are on the day of the change
 
     def create_workspace(self, identity: PartnerIdentity, request: CreateWorkspaceRequest) -> WorkspaceView:
         now = self.clock.now()
@@ -47,7 +47,7 @@ class WorkspaceService:
                 raise InvalidRequest(missing)
             workspace = workspace.put_on_plan(
                 plan=self.plans.load_plan(identity.partner_id),
-                prices=self.prices,
+                prices=self.prices.on(now.date()),
                 edition=request.edition,
                 max_devices=request.max_devices,
                 now=now,
@@ -64,7 +64,7 @@ class WorkspaceService:
         workspace = self._owned_workspace(identity, workspace_id)
         switched = workspace.put_on_plan(
             plan=self.plans.load_plan(identity.partner_id),
-            prices=self.prices,
+            prices=self.prices.on(self.clock.now().date()),
             edition=request.edition,
             max_devices=request.max_devices,
             now=self.clock.now(),
@@ -80,7 +80,7 @@ class WorkspaceService:
         workspace = self._owned_workspace(identity, workspace_id)
         changed = workspace.change_licence(
             plan=self.plans.load_plan(identity.partner_id),
-            prices=self.prices,
+            prices=self.prices.on(self.clock.now().date()),
             edition=request.edition,
             max_devices=request.max_devices,
             now=self.clock.now(),

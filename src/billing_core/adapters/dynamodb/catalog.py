@@ -7,6 +7,8 @@ second list for a taken effective day is refused, and two operators racing canno
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -19,7 +21,6 @@ from billing_core.adapters.dynamodb.models import PriceListItem
 from billing_core.catalog_documents import document_fingerprint, parse_price_list
 from billing_core.domain.errors import Conflict, TransientFailure
 from billing_core.domain.pricing import PriceBook, PriceList
-from billing_core.ports import Clock
 
 CATALOG_PK = "CATALOG"
 PUBLISH_ATTEMPTS = 3
@@ -131,20 +132,26 @@ def _price_list_of(published: PublishedPriceList) -> tuple[date, PriceList]:
 
 
 class PublishedPriceBook:
-    """The published price lists as the services see them: read from the store on first use and again
-    when older than ``max_age`` (one consistent Query), so a warm function picks up a list published
-    after it started. Publish a list at least ``max_age`` before its effective day."""
+    """The published price lists as the services see them: read from the store on first use and again when
+    the copy is older than ``max_age`` of real (monotonic) time, so a warm function picks up a list published
+    after it started. Real time, not the billing clock: a test clock jumping months ahead says nothing about
+    how fresh the copy is. Publish a list at least ``max_age`` before its effective day."""
 
-    def __init__(self, store: DynamoCatalogStore, clock: Clock, max_age: timedelta = timedelta(minutes=5)) -> None:
+    def __init__(
+        self,
+        store: DynamoCatalogStore,
+        max_age: timedelta = timedelta(minutes=5),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
-        self._clock = clock
-        self._max_age = max_age
+        self._max_age_s = max_age.total_seconds()
+        self._monotonic = monotonic
         self._book: PriceBook | None = None
-        self._loaded_at: datetime | None = None
+        self._loaded_at = 0.0
 
     def on(self, day: date) -> PriceList:
-        now = self._clock.now()
-        if self._book is None or self._loaded_at is None or now - self._loaded_at > self._max_age:
+        now = self._monotonic()
+        if self._book is None or now - self._loaded_at > self._max_age_s:
             self._book = self._store.price_book()
             self._loaded_at = now
         return self._book.on(day)

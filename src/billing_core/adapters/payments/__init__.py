@@ -8,13 +8,15 @@ from billing_core.settings import BillingSettings
 
 def build_payment_provider(settings: BillingSettings) -> PaymentProvider:
     if settings.payment_provider == "stripe":
-        if settings.stripe_secret_key is None:
-            raise ValueError("PAYMENT_PROVIDER=stripe needs STRIPE_SECRET_KEY")
+        from billing_core.adapters.secrets import stripe_secret_key
+
+        # The key itself locally; in AWS its SSM SecureString, read once per cold start (never an env var).
+        api_key = stripe_secret_key(settings)
         # Imported only when configured: the stripe SDK is a noticeable part of a cold start.
         from billing_core.adapters.payments.stripe_provider import StripePaymentProvider
 
         return StripePaymentProvider(
-            settings.stripe_secret_key.get_secret_value(),
+            api_key,
             api_base=settings.stripe_api_base,
             setup_future_usage=settings.stripe_setup_future_usage,
         )
