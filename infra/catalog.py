@@ -5,6 +5,7 @@ and the demo and the tests read it like any other list."""
 from __future__ import annotations
 
 import functools
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,14 @@ def example_price_list() -> PriceList:
 
 
 def publish_example_price_list(region: str, now: datetime) -> None:
-    """Publish the example list on the billing table the models are bound to (unchanged if it is there)."""
+    """Publish the example list on the billing table the models are bound to (unchanged if it is there). Local
+    data kept from an older example keeps its own list: say so, and how to start afresh."""
     from billing_core.adapters.dynamodb.catalog import DynamoCatalogStore
+    from billing_core.domain.errors import Conflict
 
-    DynamoCatalogStore(region).publish(read_price_list_document(EXAMPLE_PRICE_LIST_FILE), now)
+    try:
+        DynamoCatalogStore(region).publish(read_price_list_document(EXAMPLE_PRICE_LIST_FILE), now)
+    except Conflict as error:
+        logging.getLogger("msp-billing.local").warning(
+            "kept the price lists already published in the local data (%s); `msp-billing reset` starts afresh", error
+        )

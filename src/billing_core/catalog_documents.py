@@ -13,13 +13,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from billing_core.domain.catalog import BillingFrequency, Catalog, Cycle, Product, ProductKind, Promotion, Sku, Term
 from billing_core.domain.errors import FieldProblem, InvalidRequest
-from billing_core.domain.pricing import Edition, PriceList
+from billing_core.domain.pricing import SEAT_CYCLE, PriceList
 
 Code = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 PromotionCode = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
@@ -30,12 +30,6 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 class DocumentModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EditionDocument(DocumentModel):
-    code: Code
-    name: Name
-    seat_price: dict[Currency, MinorUnits] = Field(description="Monthly price of one seat per currency")
 
 
 class SkuDocument(DocumentModel):
@@ -51,6 +45,11 @@ class SkuDocument(DocumentModel):
 class ProductDocument(DocumentModel):
     code: Code
     name: Name
+    kind: Literal["licence", "usage"] = Field(
+        default="licence",
+        description="usage: the monthly plan (its SKUs are the editions, a seat priced per P1M/monthly); "
+        "licence: subscriptions with a term",
+    )
     skus: list[SkuDocument] = Field(min_length=1)
 
 
@@ -70,7 +69,6 @@ class PriceListDocument(DocumentModel):
     activation_fee: dict[Currency, MinorUnits] = Field(
         min_length=1, description="Per currency; its keys are the currencies"
     )
-    editions: list[EditionDocument] = Field(min_length=1)
     products: list[ProductDocument] = Field(default_factory=list)
     promotions: list[PromotionDocument] = Field(default_factory=list)
 
@@ -89,6 +87,25 @@ def _parse_cycle(text: str, where: str, problems: list[FieldProblem]) -> Cycle |
             )
         )
         return None
+
+
+SEAT_CYCLE_TEXT = f"{SEAT_CYCLE.term.value}/{SEAT_CYCLE.frequency.value}"
+
+
+def _check_usage_product(product: ProductDocument, where: str, problems: list[FieldProblem]) -> None:
+    """The usage product's SKUs are editions: a seat's monthly price, no add-ons, no trials."""
+    for index, sku in enumerate(product.skus):
+        sku_where = f"{where}.skus.{index}"
+        for cycle_text in sku.prices:
+            if cycle_text != SEAT_CYCLE_TEXT:
+                problems.append(
+                    FieldProblem(
+                        f"{sku_where}.prices.{cycle_text}",
+                        f"an edition is priced per seat and month: {SEAT_CYCLE_TEXT} only",
+                    )
+                )
+        if sku.add_on_for or sku.trial:
+            problems.append(FieldProblem(sku_where, "an edition is neither an add-on nor a trial"))
 
 
 def parse_price_list(data: Mapping[str, Any]) -> tuple[date, PriceList]:
@@ -117,27 +134,19 @@ def parse_price_list(data: Mapping[str, Any]) -> tuple[date, PriceList]:
         for currency in sorted(currencies - set(prices)):
             problems.append(FieldProblem(where, f"no price in {currency}: every currency of the list needs one"))
 
-    editions: dict[str, Edition] = {}
-    for index, edition in enumerate(document.editions):
-        where = f"editions.{index}"
-        if edition.code in editions:
-            problems.append(FieldProblem(f"{where}.code", f"edition {edition.code} is listed twice"))
-        check_currencies(edition.seat_price, f"{where}.seat_price")
-        editions[edition.code] = Edition(edition.code, edition.name, dict(edition.seat_price))
-
     products: dict[str, Product] = {}
     skus: dict[str, Sku] = {}
     sku_fields: dict[str, str] = {}
     licence_prices: dict[str, dict[tuple[str, Cycle], int]] = {currency: {} for currency in sorted(currencies)}
     for p_index, product in enumerate(document.products):
         where = f"products.{p_index}"
-        if product.code in products or product.code in editions:
+        if product.code in products:
             problems.append(
                 FieldProblem(f"{where}.code", f"{product.code} is already the code of a product or edition")
             )
         for s_index, sku in enumerate(product.skus):
             sku_where = f"{where}.skus.{s_index}"
-            if sku.code in skus or sku.code in editions:
+            if sku.code in skus:
                 problems.append(FieldProblem(f"{sku_where}.code", f"SKU {sku.code} is listed twice"))
             if not sku.prices:
                 problems.append(FieldProblem(f"{sku_where}.prices", "a SKU needs the price of at least one cycle"))
@@ -150,8 +159,17 @@ def parse_price_list(data: Mapping[str, Any]) -> tuple[date, PriceList]:
                             licence_prices[currency][(sku.code, cycle)] = amount
             skus[sku.code] = Sku(sku.code, sku.name, product.code, frozenset(sku.add_on_for), sku.trial)
             sku_fields[sku.code] = sku_where
-        products[product.code] = Product(
-            product.code, product.name, ProductKind.LICENCE, tuple(s.code for s in product.skus)
+        kind = ProductKind(product.kind)
+        if kind is ProductKind.USAGE:
+            _check_usage_product(product, where, problems)
+        products[product.code] = Product(product.code, product.name, kind, tuple(s.code for s in product.skus))
+    usage = [index for index, product in enumerate(document.products) if product.kind == "usage"]
+    if len(usage) != 1:
+        problems.append(
+            FieldProblem(
+                "products",
+                f"a price list has exactly one product of kind usage (the monthly plan's editions); found {len(usage)}",
+            )
         )
     for code, add_on in skus.items():
         for b_index, base in enumerate(sorted(add_on.add_on_for)):
@@ -190,7 +208,6 @@ def parse_price_list(data: Mapping[str, Any]) -> tuple[date, PriceList]:
     price_list = PriceList(
         version=document.version,
         activation_fee_minor=dict(document.activation_fee),
-        editions=editions,
         catalog=Catalog(products, skus),
         licence_prices=licence_prices,
         promotions=tuple(promotions),
@@ -213,13 +230,11 @@ def price_list_document(prices: PriceList, effective_from: date) -> dict[str, An
         "version": prices.version,
         "effective_from": effective_from.isoformat(),
         "activation_fee": dict(prices.activation_fee_minor),
-        "editions": [
-            {"code": e.code, "name": e.name, "seat_price": dict(e.seat_price_minor)} for e in prices.editions.values()
-        ],
         "products": [
             {
                 "code": product.code,
                 "name": product.name,
+                **({"kind": product.kind.value} if product.kind is ProductKind.USAGE else {}),
                 "skus": [
                     {
                         "code": sku.code,

@@ -63,8 +63,11 @@ def test_a_missing_or_unknown_field_is_named() -> None:
 def test_prices_are_integer_minor_units_never_negative_or_fractional() -> None:
     document = example()
     document["products"][1]["skus"][0]["prices"]["P1Y/monthly"]["EUR"] = 9.99
-    document["editions"][0]["seat_price"]["USD"] = -1
-    assert set(problems_of(document)) == {"products.1.skus.0.prices.P1Y/monthly.EUR", "editions.0.seat_price.USD"}
+    document["products"][2]["skus"][0]["prices"]["P1M/monthly"]["USD"] = -1
+    assert set(problems_of(document)) == {
+        "products.1.skus.0.prices.P1Y/monthly.EUR",
+        "products.2.skus.0.prices.P1M/monthly.USD",
+    }
 
 
 def test_a_cycle_that_does_not_exist_is_named() -> None:
@@ -79,10 +82,10 @@ def test_a_cycle_that_does_not_exist_is_named() -> None:
 def test_every_price_is_in_every_currency_of_the_list_and_no_other() -> None:
     document = example()
     del document["products"][0]["skus"][0]["prices"]["P1Y/annual"]["EUR"]
-    document["editions"][2]["seat_price"]["GBP"] = 400
+    document["products"][2]["skus"][2]["prices"]["P1M/monthly"]["GBP"] = 400
     problems = problems_of(document)
     assert "no price in EUR" in problems["products.0.skus.0.prices.P1Y/annual"]
-    assert "GBP is not a currency" in problems["editions.2.seat_price.GBP"]
+    assert "GBP is not a currency" in problems["products.2.skus.2.prices.P1M/monthly.GBP"]
 
 
 def test_references_between_entries_must_resolve() -> None:
@@ -98,3 +101,26 @@ def test_a_promotion_ends_after_it_starts() -> None:
     document = example()
     document["promotions"][0]["ends_on"] = "2025-12-31"
     assert set(problems_of(document)) == {"promotions.0.ends_on"}
+
+
+def test_the_monthly_plan_is_the_one_usage_product_priced_like_any_sku() -> None:
+    """One catalog and one price table: the editions are the usage product's SKUs, a seat priced per month."""
+    _, prices = parse_price_list(example())
+    usage = prices.usage_product()
+    assert (usage.code, usage.skus) == ("monthly-seats", ("anti-malware", "business-security", "enterprise-security"))
+    seat = Cycle(Term.P1M, BillingFrequency.MONTHLY)
+    assert prices.seat_price("anti-malware", "USD") == prices.licence_price("anti-malware", seat, "USD")
+    with pytest.raises(InvalidRequest):
+        prices.require_licence_sku("anti-malware")  # an edition is not bought as a licence subscription
+
+
+def test_the_usage_product_is_there_once_and_its_editions_are_seats_per_month() -> None:
+    document = example()
+    document["products"][2]["skus"][1]["prices"]["P1Y/monthly"] = {"USD": 1, "EUR": 1}
+    document["products"][2]["skus"][2]["add_on_for"] = ["anti-malware"]
+    problems = problems_of(document)
+    assert "P1M/monthly only" in problems["products.2.skus.1.prices.P1Y/monthly"]
+    assert "neither an add-on nor a trial" in problems["products.2.skus.2"]
+    without = example()
+    del without["products"][2]
+    assert "exactly one product of kind usage" in problems_of(without)["products"]

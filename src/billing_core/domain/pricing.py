@@ -10,22 +10,26 @@ from typing import Protocol
 
 from billing_core.domain.catalog import (
     ALL_CYCLES,
+    BillingFrequency,
     Catalog,
     Cycle,
     Product,
     ProductKind,
     Promotion,
     Sku,
+    Term,
 )
 from billing_core.domain.errors import InvalidRequest
 from billing_core.domain.money import Money
 
-# The usage plan's product: its SKUs are the editions (seat prices below), billed in arrears.
-USAGE_PRODUCT = "monthly-seats"
+# A seat of the usage plan is priced like any SKU: one unit for one billing period of a one-month term.
+SEAT_CYCLE = Cycle(Term.P1M, BillingFrequency.MONTHLY)
 
 
 @dataclass(frozen=True)
 class Edition:
+    """A SKU of the usage product seen as what a workspace is licensed for."""
+
     code: str
     name: str
     # Monthly price of one occupied seat, per currency, in minor units.
@@ -37,10 +41,10 @@ class PriceList:
     version: str
     # Activation fee per currency, in minor units. Never prorated.
     activation_fee_minor: dict[str, int]
-    editions: dict[str, Edition]
-    # Licence products, SKUs and add-ons (the usage product is derived from the editions).
+    # Every product: the usage product (the monthly plan: its SKUs are the editions, seats billed in arrears)
+    # and the licence products with their SKUs and add-ons. One catalog, one price table.
     catalog: Catalog = field(default_factory=lambda: Catalog({}))
-    # currency -> (sku, cycle) -> price of one unit for one billing period, in minor units.
+    # currency -> (sku, cycle) -> price of one unit for one billing period, in minor units (a seat: SEAT_CYCLE).
     licence_prices: dict[str, dict[tuple[str, Cycle], int]] = field(default_factory=dict)
     promotions: tuple[Promotion, ...] = ()
 
@@ -56,6 +60,23 @@ class PriceList:
     def activation_fee(self, currency: str) -> Money:
         return Money(self.activation_fee_minor[self.require_currency(currency)], currency)
 
+    @property
+    def editions(self) -> dict[str, Edition]:
+        """The usage product's SKUs with their seat prices, read from the one price table."""
+        product = self.usage_product()
+        return {
+            code: Edition(
+                code,
+                self.catalog.skus[code].name,
+                {
+                    currency: prices[(code, SEAT_CYCLE)]
+                    for currency, prices in self.licence_prices.items()
+                    if (code, SEAT_CYCLE) in prices
+                },
+            )
+            for code in product.skus
+        }
+
     def require_edition(self, code: str, *, field_name: str = "edition") -> Edition:
         edition = self.editions.get(code)
         if edition is None:
@@ -69,8 +90,11 @@ class PriceList:
 
     # -- licence subscriptions -------------------------------------------------------------------
     def usage_product(self) -> Product:
-        """The monthly MSP plan as a product of the catalog: one SKU per edition."""
-        return Product(USAGE_PRODUCT, "Monthly MSP plan (seats)", ProductKind.USAGE, tuple(sorted(self.editions)))
+        """The monthly MSP plan: the catalog's one product of kind ``usage`` (its SKUs are the editions)."""
+        for product in self.catalog.products.values():
+            if product.kind is ProductKind.USAGE:
+                return product
+        return Product("monthly-seats", "Monthly MSP plan (seats)", ProductKind.USAGE, ())
 
     def require_licence_sku(self, code: str, *, field_name: str = "sku") -> Sku:
         sku = self.catalog.skus.get(code)
