@@ -14,7 +14,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
+
+from billing_core.iso_dates import IsoAwareDatetime
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/+=-]+$")]
 
@@ -38,7 +40,7 @@ class MessageV1(BaseModel):
     schema_version: Annotated[StrictInt, Field(ge=1, le=1)] = 1
     event_id: Identifier
     workspace_id: Identifier
-    observed_at: AwareDatetime = Field(strict=True)
+    observed_at: IsoAwareDatetime = Field(strict=True)
     agent: AgentInfo | None = None
 
 

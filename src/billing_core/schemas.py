@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing_core.domain.workspace import MAX_DEVICES_LIMIT
+from billing_core.iso_dates import IsoDate
 
 
 def examples(*values: dict[str, Any]) -> ConfigDict:
@@ -308,7 +309,7 @@ class DownloadLink(BaseModel):
 class CancelPlanRequest(RequestModel):
     model_config = examples({"ends_on": "2026-12-31"})
 
-    ends_on: date = Field(
+    ends_on: IsoDate = Field(
         strict=True, description="One of the offered end dates (GET /plan/cancellation/options), YYYY-MM-DD"
     )
 

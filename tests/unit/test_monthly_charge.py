@@ -271,3 +271,15 @@ def test_a_month_that_has_not_ended_cannot_be_charged() -> None:
         world.run()
     assert "has not ended" in refused.value.problems[0].message
     assert world.invoices.invoices == {} and world.store.plans["p1"].last_charged_month is None
+
+
+def test_a_workspace_that_joins_the_plan_after_the_month_ended_is_no_line_of_that_month() -> None:
+    """Issue 27, item 8: put on the plan at 00:01 on the 1st, before the run at 00:05."""
+    world = make_world()
+    joined = datetime(2027, 1, 1, 0, 1, tzinfo=UTC)
+    late = Workspace("ws2", "p1", "Joined on the 1st", created_at=joined).put_on_plan(
+        plan=world.store.plans["p1"], prices=PRICE_LIST_2026_01, edition="anti-malware", max_devices=5, now=joined
+    )
+    world.store.workspaces["ws2"] = replace(late, version=1)
+    invoice = world.run()
+    assert invoice is not None and [line.workspace_id for line in invoice.lines] == ["ws1"]

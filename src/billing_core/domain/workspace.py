@@ -79,7 +79,11 @@ class Workspace:
         return self.licence_ended_on is not None and moment < plan_end_instant(self.licence_ended_on)
 
     def billed_in(self, month: BillingMonth) -> bool:
-        """On the plan for at least part of ``month``: still on it, or its licence ended during or after it."""
+        """On the plan for at least part of ``month``: joined before the month ended, and still on it or its
+        licence ended during or after it. (One that joins after the month ended, before its run, is no line
+        of that month's invoice, not even a 0-seat one.)"""
+        if self.joined_plan_at is not None and self.joined_plan_at >= month.next().starts_at:
+            return False
         return self.on_plan or (self.licence_ended_on is not None and self.licence_ended_on >= month.first_day)
 
     def end_licence(self, ends_on: date) -> Workspace:
