@@ -28,6 +28,7 @@ from infra.lambda_runtime import (
 from infra.local_api import LocalApiServer, composed_partner_api
 from infra.local_clock import LocalClock
 from infra.local_schedules import LocalScheduleRuntime
+from infra.moto_patches import apply_sqs_patches
 from infra.processes import require_free_port, require_tool
 from infra.resources import create_resources
 from infra.template import LocalNames, function_environment, load_template, resources_of_type
@@ -115,6 +116,7 @@ class LocalStack:
         self.check_prerequisites()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the moto server's access log
         self.dynamodb.start()
+        apply_sqs_patches()  # moto's receive path would otherwise cost O(queue length) per message
         self.moto.start()
         self._moto_started = True
         environment = self.environment()
