@@ -17,7 +17,13 @@ from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import ConcurrentModification, IdempotencyKeyReused, TransientFailure
 from billing_core.domain.invoicing import Invoice, LateDevices
 from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceMonthKey, RecordedDevice, Sighting
-from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable, PaymentRecord
+from billing_core.domain.payments import (
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeStatus,
+    PaymentProviderUnavailable,
+    PaymentRecord,
+)
 from billing_core.domain.plan import Plan
 from billing_core.domain.reporting import RenderedEmail
 from billing_core.domain.subscriptions import Charge, Order, Subscription
@@ -119,6 +125,8 @@ class RecordingPaymentProvider:
     calls: int = 0
     fail_after_accepting: int = 0
     name: str = "sandbox"
+    lookups: int = 0  # payment_status calls (payments awaiting authentication)
+    cancelled: list[str] = field(default_factory=list)
 
     def save_payment_method(self, *, partner_id: str, payment_method: str) -> Any:
         return self.inner.save_payment_method(partner_id=partner_id, payment_method=payment_method)
@@ -132,9 +140,28 @@ class RecordingPaymentProvider:
             raise PaymentProviderUnavailable("timeout after the provider accepted the charge")
         return outcome
 
+    def payment_status(self, payment_id: str) -> ChargeOutcome:
+        self.lookups += 1
+        return self.inner.payment_status(payment_id)
+
+    def cancel_payment(self, payment_id: str) -> ChargeOutcome:
+        outcome = self.inner.cancel_payment(payment_id)
+        if not outcome.succeeded:
+            self.cancelled.append(payment_id)
+        return outcome
+
     @property
     def successful_charges(self) -> int:
-        return sum(1 for outcome in self.charges.values() if outcome.succeeded)
+        """Distinct payments that were paid: at once, or once their customer authenticated them."""
+        return sum(1 for outcome in self.charges.values() if self._paid(outcome))
+
+    def _paid(self, outcome: ChargeOutcome) -> bool:
+        if outcome.succeeded:
+            return True
+        if outcome.status is not ChargeStatus.REQUIRES_ACTION or outcome.provider_payment_id is None:
+            return False
+        payment_id = outcome.provider_payment_id
+        return payment_id not in self.cancelled and self.inner.payment_status(payment_id).succeeded
 
 
 @dataclass

@@ -31,12 +31,14 @@ IDEMPOTENCY_KEY = Param(
 @operation(
     "Activate the monthly billing option: charge the activation fee and save the payment method",
     request=ActivatePlanRequest,
-    responses={201: ActivationOutcome},
+    responses={201: ActivationOutcome, 202: ActivationOutcome},
     headers={"Idempotency-Key": IDEMPOTENCY_KEY},
     errors={
         400: "the Idempotency-Key header is missing",
-        402: "the payment was declined; `error.decline_code` says why",
-        409: "the plan is already active, or an activation is in progress",
+        402: "the payment was declined, or its authentication (3-D Secure) failed or was not completed in time; "
+        "`error.decline_code` says why (`authentication_failed`, `authentication_abandoned`, ...)",
+        409: "the plan is already active, an activation is in progress, or an earlier activation's payment awaits "
+        "the customer's authentication (`authentication_pending`)",
         422: "the Idempotency-Key was used before with another body",
     },
     billing=True,
@@ -46,7 +48,15 @@ IDEMPOTENCY_KEY = Param(
         "payment method for the monthly charges. Send one `Idempotency-Key` per attempt: the same key and body "
         "answer the first answer again (one charge); the same key with another body is 422. A declined payment is"
         " 402 with `error.decline_code`, and the plan stays inactive. The fee covers the month of the activation:"
-        " the next month is the first one charged, on the 1st after it."
+        " the next month is the first one charged, on the 1st after it.\n\n"
+        "**3-D Secure (SCA).** When the card's issuer wants the customer to authenticate the payment, the answer "
+        "is 202 with `status` `requires_action`, the `payment_id` and its `client_secret`: run Stripe.js "
+        "`handleNextAction({clientSecret})` (or `confirmCardPayment`) in the customer's browser, then send the "
+        "same request again (same key and body). That answer is not stored, so the repeat looks the payment up: "
+        "201 once it is paid (stored and replayed from then on; the fee is charged once), 402 "
+        "`authentication_failed` if the customer failed the challenge, 202 again while it still waits. The "
+        "customer has until `authentication_expires_at` (30 minutes); a request after it cancels the payment "
+        "(402 `authentication_abandoned`, the plan stays inactive)."
     ),
 )
 @answers_errors
@@ -60,7 +70,8 @@ def activate_monthly_billing() -> Response:
     outcome = wired.activation.activate_monthly_billing(identity, idempotency_key, body)
     if outcome.status == "declined":
         raise PaymentDeclined(outcome.message or "payment declined", decline_code=outcome.decline_code or "declined")
-    return json_response(outcome, status_code=201)
+    # requires_action: accepted, not done; the customer authenticates, then the same request completes it.
+    return json_response(outcome, status_code=202 if outcome.status == "requires_action" else 201)
 
 
 @activate_api.route("/plan", methods=["GET"], authorizer=partner_authorizer)

@@ -68,7 +68,8 @@ METRIC_SERVICE: Mapping[BusinessMetric, MetricService] = {
 }
 
 # The activation route's answers, as metrics (POST /plan/activation; see api.app.counts_outcomes). A replayed
-# answer (the same Idempotency-Key and body sent again) counts again: rare, and never a new payment.
+# answer (the same Idempotency-Key and body sent again) counts again: rare, and never a new payment. A 202
+# (the payment awaits 3-D Secure) counts nothing: the repeated request that settles it answers 201 or 402.
 ACTIVATION_OUTCOMES: Mapping[int, tuple[BusinessMetric, ...]] = {
     201: (BusinessMetric.ACTIVATIONS, BusinessMetric.PAYMENTS_SUCCEEDED),
     402: (BusinessMetric.ACTIVATIONS_DECLINED, BusinessMetric.PAYMENTS_FAILED),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -88,6 +88,25 @@ class PaymentProvider(Protocol):
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:
         """Charge once per ``request.idempotency_key``. Raises ``PaymentProviderUnavailable``."""
+        ...
+
+
+@runtime_checkable
+class PaymentAuthentication(Protocol):
+    """A provider whose payments may wait for the customer to authenticate them (3-D Secure: the charge answers
+    ``REQUIRES_ACTION`` with a ``client_secret``). Both payment providers implement it; a provider without it
+    has such a payment declined (``authentication_required``)."""
+
+    def payment_status(self, payment_id: str) -> ChargeOutcome:
+        """Where a payment that asked for authentication stands now: ``SUCCEEDED`` (authenticated and paid),
+        ``REQUIRES_ACTION`` (still waiting, with its ``client_secret``) or ``DECLINED`` (authentication failed,
+        or the payment was cancelled). Moves no money. Raises ``PaymentProviderUnavailable``."""
+        ...
+
+    def cancel_payment(self, payment_id: str) -> ChargeOutcome:
+        """Cancel a payment still waiting for authentication, so it can never be paid; answers its final state:
+        ``DECLINED``, or ``SUCCEEDED`` if the customer authenticated it before the cancellation took effect.
+        Raises ``PaymentProviderUnavailable``."""
         ...
 
 

@@ -146,7 +146,9 @@ class PlanStatusView(BaseModel):
 
 
 class ActivationOutcome(BaseModel):
-    """Result of one activation request; stored by the idempotency layer and replayed verbatim."""
+    """Result of one activation request. A final one (``activated``, ``declined``) is stored by the idempotency
+    layer and replayed verbatim; ``requires_action`` (202) is not stored: the same request sent again looks the
+    payment up and answers where it stands now."""
 
     model_config = examples(
         {
@@ -156,13 +158,35 @@ class ActivationOutcome(BaseModel):
             "payment_id": "pi_sandbox_5e1c0f0b2a",
             "decline_code": None,
             "message": None,
-        }
+        },
+        {
+            "status": "requires_action",
+            "plan": None,
+            "activation_fee": {"amount_minor": 1000, "currency": "EUR", "display": "EUR 10.00"},
+            "payment_id": "pi_3PqR8sLk2eZvKYlo0x1Yb2cD",
+            "client_secret": "pi_3PqR8sLk2eZvKYlo0x1Yb2cD_secret_Ab3dE5fG7hJ9kL1m",
+            "authentication_expires_at": "2026-10-14T09:30:00Z",
+            "decline_code": None,
+            "message": "The card requires authentication (3-D Secure): run Stripe.js handleNextAction with the "
+            "client_secret, then send the same request again",
+        },
     )
 
-    status: Literal["activated", "declined"]
+    status: Literal["activated", "declined", "requires_action"]
     plan: PlanStatusView | None = None
     activation_fee: MoneyView | None = None
     payment_id: str | None = None
+    # requires_action only: never stored with the idempotency record.
+    client_secret: str | None = Field(
+        default=None,
+        description="requires_action only: the payment's client secret for the customer's browser "
+        "(Stripe.js `handleNextAction` / `confirmCardPayment`); the customer's alone, do not log or store it",
+    )
+    authentication_expires_at: datetime | None = Field(
+        default=None,
+        description="requires_action only: until when the customer can authenticate; a request after it cancels "
+        "the payment (402 `authentication_abandoned`)",
+    )
     decline_code: str | None = None
     message: str | None = None
 

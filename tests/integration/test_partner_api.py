@@ -103,6 +103,71 @@ def test_invalid_activation_bodies_name_the_field(client: Client, payload: dict[
     assert payments_of(partner) == []
 
 
+THREE_DS = {"payment_method": "pm_card_threeDSecure2Required", "currency": "EUR"}
+
+
+def test_a_card_needing_3d_secure_answers_202_then_the_same_request_completes_it_once(client: Client) -> None:
+    partner = new_partner_id()
+    status, waiting = answer(activate(client, partner, "k1", THREE_DS))
+    assert status == 202, waiting
+    assert waiting["status"] == "requires_action"
+    assert waiting["plan"] is None
+    assert waiting["activation_fee"] == {"amount_minor": 1000, "currency": "EUR", "display": "EUR 10.00"}
+    assert waiting["client_secret"].startswith(waiting["payment_id"] + "_secret_")
+    assert waiting["authentication_expires_at"].endswith("Z")
+    assert answer(client.http.get("/plan", headers=auth_headers(partner)))[1]["state"] == "activating"
+    assert payments_of(partner) == []
+
+    # The customer authenticated (the sandbox card's customer always does): the same request completes it.
+    status, activated = answer(activate(client, partner, "k1", THREE_DS))
+    assert status == 201, activated
+    assert (activated["status"], activated["payment_id"]) == ("activated", waiting["payment_id"])
+    assert activated["plan"]["state"] == "active" and activated["client_secret"] is None
+    # From now on Powertools replays the stored answer; the fee was charged once.
+    assert answer(activate(client, partner, "k1", THREE_DS)) == (201, activated)
+    assert [(p.amount_minor, p.currency, p.provider_payment_id) for p in payments_of(partner)] == [
+        (1000, "EUR", waiting["payment_id"])
+    ]
+    assert audit_types(partner) == ["activation_started", "authentication_requested", "plan_activated"]
+    status, conflict = answer(activate(client, partner, "k2"))
+    assert (status, conflict["error"]["code"]) == (409, "plan_already_active")
+
+
+def test_a_failed_3d_secure_is_402_and_the_plan_stays_inactive(client: Client) -> None:
+    partner = new_partner_id()
+    failing = {"payment_method": "pm_card_threeDSecure2AuthenticationFails", "currency": "USD"}
+    assert answer(activate(client, partner, "k1", failing))[0] == 202
+
+    status, declined = answer(activate(client, partner, "k1", failing))
+
+    assert status == 402, declined
+    assert (declined["error"]["code"], declined["error"]["decline_code"]) == (
+        "payment_declined",
+        "authentication_failed",
+    )
+    assert answer(activate(client, partner, "k1", failing)) == (402, declined)
+    plan = PlanItem.get(partner_pk(partner), "PLAN")
+    assert (plan.state, plan.pending_authentication) == ("inactive", None)
+    assert payments_of(partner) == []
+    assert answer(activate(client, partner, "k2"))[0] == 201
+
+
+def test_a_pending_3d_secure_waits_409_for_another_key_and_422_for_another_body(client: Client) -> None:
+    partner = new_partner_id()
+    never = {"payment_method": "pm_card_authenticationRequired", "currency": "USD"}
+    status, waiting = answer(activate(client, partner, "k1", never))
+    assert status == 202
+
+    assert answer(activate(client, partner, "k1", never)) == (202, waiting)  # still waiting, nothing stored
+    status, pending = answer(activate(client, partner, "k2"))
+    assert (status, pending["error"]["code"]) == (409, "authentication_pending")
+    assert waiting["payment_id"] in pending["error"]["message"]
+    status, reused = answer(activate(client, partner, "k1"))
+    assert status == 422
+    assert reused["error"]["fields"][0]["field"] == "Idempotency-Key"
+    assert payments_of(partner) == []
+
+
 def test_not_json_is_a_400(client: Client) -> None:
     headers = auth_headers(new_partner_id(), **{"Idempotency-Key": "k"})
     response = client.http.post("/plan/activation", headers=headers, body="{not json")

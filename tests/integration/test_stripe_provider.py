@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import stripe
 
+from billing_core.adapters.dynamodb.models import PaymentItem, partner_pk
 from billing_core.adapters.payments.stripe_provider import StripePaymentProvider
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
@@ -23,6 +26,7 @@ from billing_core.domain.payments import (
     PaymentProviderUnavailable,
     SavedPaymentMethod,
 )
+from billing_core.domain.plan import AUTHENTICATION_WINDOW, PlanState
 from billing_core.schemas import ActivatePlanRequest, CreateWorkspaceRequest
 from billing_core.services.metering import InboundMessage
 from billing_core.settings import BillingSettings
@@ -170,7 +174,74 @@ def test_card_requiring_authentication_returns_requires_action(
     assert not outcome.succeeded
     assert outcome.decline_code == "authentication_required"
     assert outcome.provider_payment_id is not None
-    assert stripe_client.v1.payment_intents.retrieve(outcome.provider_payment_id).status == "requires_action"
+    intent = stripe_client.v1.payment_intents.retrieve(outcome.provider_payment_id)
+    assert intent.status == "requires_action"
+    # What the customer's browser needs for Stripe.js handleNextAction.
+    assert outcome.client_secret == intent.client_secret
+    assert outcome.client_secret is not None and outcome.client_secret.startswith(f"{intent.id}_secret_")
+    assert provider.payment_status(intent.id) == outcome
+
+
+def _authenticate(api_base: str, payment_id: str, client_secret: str, *, success: bool) -> None:
+    """Play the customer's browser: what localstripe's Stripe.js ``confirmCardPayment`` does when the customer
+    completes (or fails) the 3-D Secure challenge."""
+    request = urllib.request.Request(  # noqa: S310 - the local localstripe address
+        f"{api_base}/v1/payment_intents/{payment_id}/_authenticate?success={str(success).lower()}",
+        data=urllib.parse.urlencode({"client_secret": client_secret}).encode(),
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        assert response.status == 200
+
+
+def _awaiting_authentication(
+    provider: StripePaymentProvider, stripe_client: stripe.StripeClient, key: str
+) -> tuple[str, str]:
+    saved = provider.save_payment_method(
+        partner_id="partner-1", payment_method=_card(stripe_client, CARD_REQUIRES_AUTHENTICATION)
+    )
+    outcome = provider.charge(_request(saved, key))
+    assert outcome.status is ChargeStatus.REQUIRES_ACTION
+    assert outcome.provider_payment_id is not None and outcome.client_secret is not None
+    return outcome.provider_payment_id, outcome.client_secret
+
+
+def test_an_authenticated_payment_is_found_paid_and_is_not_cancelled(
+    api_base: str, provider: StripePaymentProvider, stripe_client: stripe.StripeClient
+) -> None:
+    payment_id, client_secret = _awaiting_authentication(provider, stripe_client, "partner-1:activation:3ds-ok")
+
+    _authenticate(api_base, payment_id, client_secret, success=True)
+
+    assert provider.payment_status(payment_id).status is ChargeStatus.SUCCEEDED
+    # Stripe refuses to cancel a paid intent: the answer is where it stands, paid.
+    assert provider.cancel_payment(payment_id).status is ChargeStatus.SUCCEEDED
+    assert stripe_client.v1.payment_intents.retrieve(payment_id).status == "succeeded"
+
+
+def test_a_failed_authentication_is_found_declined(
+    api_base: str, provider: StripePaymentProvider, stripe_client: stripe.StripeClient
+) -> None:
+    payment_id, client_secret = _awaiting_authentication(provider, stripe_client, "partner-1:activation:3ds-fail")
+
+    _authenticate(api_base, payment_id, client_secret, success=False)
+
+    outcome = provider.payment_status(payment_id)
+    assert (outcome.status, outcome.decline_code) == (ChargeStatus.DECLINED, "authentication_failed")
+    assert stripe_client.v1.payment_intents.retrieve(payment_id).status == "requires_payment_method"
+
+
+def test_a_payment_nobody_authenticates_is_cancelled(
+    provider: StripePaymentProvider, stripe_client: stripe.StripeClient
+) -> None:
+    payment_id, _ = _awaiting_authentication(provider, stripe_client, "partner-1:activation:3ds-never")
+
+    cancelled = provider.cancel_payment(payment_id)
+
+    assert (cancelled.status, cancelled.decline_code) == (ChargeStatus.DECLINED, "payment_canceled")
+    assert stripe_client.v1.payment_intents.retrieve(payment_id).status == "canceled"
+    assert provider.cancel_payment(payment_id) == cancelled  # cancelling again answers the same
 
 
 def test_off_session_charge_on_a_saved_card_succeeds(
@@ -251,3 +322,78 @@ def test_activation_and_a_monthly_run_through_stripe(
     november = wired.monthly_charge.charge_partner_for_month(partner, BillingMonth(2026, 11))
     assert november is not None and november.status is InvoiceStatus.PAYMENT_FAILED
     assert november.failure_code == "card_declined" and str(november.next_retry_on) == "2026-12-03"
+
+
+def _stripe_services(api_base: str, settings: BillingSettings, clock: FixedClock) -> Services:
+    provider = StripePaymentProvider(TEST_API_KEY, api_base=api_base, setup_future_usage=False, max_network_retries=0)
+    return Services(settings, clock=clock, payments=provider)
+
+
+def test_activation_with_3d_secure_through_stripe_completes_once(
+    api_base: str, stripe_client: stripe.StripeClient, settings: BillingSettings
+) -> None:
+    """A European card (4000 0025 0000 3155) through the real services, Powertools idempotency and DynamoDB
+    Local: 202-style ``requires_action`` (not stored), the customer authenticates, the same request again
+    activates, and from then on the stored answer is replayed: one payment."""
+    clock = FixedClock(datetime(2026, 9, 10, 9, 0, tzinfo=UTC))
+    wired = _stripe_services(api_base, settings, clock)
+    partner = new_partner_id()
+    owner = PartnerIdentity(partner, Role.OWNER, "owner", email=f"billing@{partner}.example")
+    request = ActivatePlanRequest(payment_method=_card(stripe_client, CARD_REQUIRES_AUTHENTICATION), currency="EUR")
+
+    waiting = wired.activation.activate_monthly_billing(owner, "k1", request)
+    assert waiting.status == "requires_action"
+    assert waiting.payment_id is not None and waiting.client_secret is not None
+    assert wired.activation.activate_monthly_billing(owner, "k1", request) == waiting  # still waiting
+    assert wired.store.load_plan(partner).state is PlanState.ACTIVATING
+
+    _authenticate(api_base, waiting.payment_id, waiting.client_secret, success=True)
+    clock.current += timedelta(minutes=3)
+    activated = wired.activation.activate_monthly_billing(owner, "k1", request)
+
+    assert activated.status == "activated" and activated.payment_id == waiting.payment_id
+    assert wired.activation.activate_monthly_billing(owner, "k1", request) == activated  # the stored answer
+    plan = wired.store.load_plan(partner)
+    assert (plan.state, plan.currency, plan.payment_method_ref) == (PlanState.ACTIVE, "EUR", request.payment_method)
+    assert plan.pending_authentication is None
+    payments = list(PaymentItem.query(partner_pk(partner), PaymentItem.sk.startswith("PAYMENT#")))
+    assert [(p.provider_payment_id, p.amount_minor, p.currency) for p in payments] == [
+        (waiting.payment_id, 1000, "EUR")
+    ]
+    assert stripe_client.v1.payment_intents.retrieve(waiting.payment_id).status == "succeeded"
+
+
+def test_a_failed_or_abandoned_authentication_through_stripe_leaves_the_plan_inactive(
+    api_base: str, stripe_client: stripe.StripeClient, settings: BillingSettings
+) -> None:
+    clock = FixedClock(datetime(2026, 9, 10, 9, 0, tzinfo=UTC))
+    wired = _stripe_services(api_base, settings, clock)
+    partner = new_partner_id()
+    owner = PartnerIdentity(partner, Role.OWNER, "owner")
+    first = ActivatePlanRequest(payment_method=_card(stripe_client, CARD_REQUIRES_AUTHENTICATION))
+
+    # The customer fails the challenge: 402 authentication_failed, stored for the key.
+    waiting = wired.activation.activate_monthly_billing(owner, "k1", first)
+    assert waiting.payment_id is not None and waiting.client_secret is not None
+    _authenticate(api_base, waiting.payment_id, waiting.client_secret, success=False)
+    declined = wired.activation.activate_monthly_billing(owner, "k1", first)
+    assert (declined.status, declined.decline_code) == ("declined", "authentication_failed")
+    assert wired.activation.activate_monthly_billing(owner, "k1", first) == declined
+    assert wired.store.load_plan(partner).state is PlanState.INACTIVE
+
+    # Another attempt the customer never answers: cancelled at Stripe once the window is over.
+    second = ActivatePlanRequest(payment_method=_card(stripe_client, CARD_REQUIRES_AUTHENTICATION))
+    waiting = wired.activation.activate_monthly_billing(owner, "k2", second)
+    assert waiting.status == "requires_action" and waiting.payment_id is not None
+    clock.current += AUTHENTICATION_WINDOW
+    abandoned = wired.activation.activate_monthly_billing(owner, "k2", second)
+    assert (abandoned.status, abandoned.decline_code) == ("declined", "authentication_abandoned")
+    assert stripe_client.v1.payment_intents.retrieve(waiting.payment_id).status == "canceled"
+    plan = wired.store.load_plan(partner)
+    assert (plan.state, plan.activation_attempt) == (PlanState.INACTIVE, 2)
+    assert list(PaymentItem.query(partner_pk(partner), PaymentItem.sk.startswith("PAYMENT#"))) == []
+
+    # A card without 3-D Secure then activates with a new attempt.
+    third = ActivatePlanRequest(payment_method=_card(stripe_client, CARD_OK))
+    assert wired.activation.activate_monthly_billing(owner, "k3", third).status == "activated"
+    assert wired.store.load_plan(partner).activation_attempt == 3

@@ -56,6 +56,12 @@ class ActivationInProgress(Conflict):
     code = "activation_in_progress"
 
 
+class AuthenticationPending(Conflict):
+    """An activation's payment awaits the customer's authentication (3-D Secure); another activation must wait."""
+
+    code = "authentication_pending"
+
+
 class PaymentDeclined(BillingError):
     """The provider refused the payment (HTTP 402). ``decline_code`` is the provider-neutral reason."""
 

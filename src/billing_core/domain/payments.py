@@ -13,7 +13,12 @@ from billing_core.domain.money import Money
 class ChargeStatus(StrEnum):
     SUCCEEDED = "succeeded"
     DECLINED = "declined"
-    REQUIRES_ACTION = "requires_action"  # e.g. 3-D Secure; treated as not paid
+    REQUIRES_ACTION = "requires_action"  # the customer must authenticate it first (3-D Secure); not paid (yet)
+
+
+# Provider-neutral decline codes of a payment that waited for the customer's authentication (3-D Secure).
+AUTHENTICATION_FAILED = "authentication_failed"  # the customer failed or cancelled the challenge
+AUTHENTICATION_ABANDONED = "authentication_abandoned"  # not completed in time: the payment was cancelled
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,9 @@ class ChargeOutcome:
     provider_payment_id: str | None
     decline_code: str | None = None
     message: str | None = None
+    # With ``REQUIRES_ACTION``: what the customer's browser needs to run the authentication (Stripe.js
+    # ``handleNextAction``). A secret of that one payment, for the customer only: never stored or logged.
+    client_secret: str | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -9,12 +10,14 @@ from enum import StrEnum
 from billing_core.domain.calendar import BillingMonth, require_utc
 from billing_core.domain.errors import (
     ActivationInProgress,
+    AuthenticationPending,
     Conflict,
     InvalidRequest,
     PlanAlreadyActive,
     PlanNotActive,
     TransientFailure,
 )
+from billing_core.domain.money import Money
 
 
 class PlanState(StrEnum):
@@ -36,6 +39,10 @@ ACTIVATABLE_STATES = frozenset({PlanState.INACTIVE, PlanState.CANCELLED})
 ACTIVATION_CLAIM_TTL = timedelta(minutes=5)
 # A partner may end the plan at the end of the current month or of one of the next two months.
 CANCELLATION_OPTION_COUNT = 3
+# How long the customer has to authenticate the activation payment (3-D Secure) once the provider asked for
+# it. Until then the attempt waits (another activation gets 409 authentication_pending); after it, the next
+# activation request cancels the payment at the provider and the attempt is declined (authentication_abandoned).
+AUTHENTICATION_WINDOW = timedelta(minutes=30)
 
 
 def plan_end_instant(ends_on: date) -> datetime:
@@ -57,6 +64,59 @@ class PlanEndNotDue(TransientFailure):
     """The end-of-plan schedule fired before the end date was over; its retry will come back."""
 
     code = "plan_end_not_due"
+
+
+@dataclass(frozen=True)
+class PendingAuthentication:
+    """An activation attempt whose payment the provider holds until the customer authenticates it (3-D
+    Secure). It keeps what completing the activation later needs, priced when the attempt was made, and
+    which request started it (the same ``Idempotency-Key`` with another body is refused while it waits)."""
+
+    payment_id: str
+    amount: Money
+    price_list_version: str
+    customer_ref: str
+    payment_method_ref: str
+    billing_email: str | None
+    request_key: str  # the client's Idempotency-Key of the request that started the attempt
+    request_fingerprint: str  # a digest of that request's body
+    requested_at: datetime  # when the provider asked for authentication
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.requested_at + AUTHENTICATION_WINDOW
+
+    def expired_at(self, now: datetime) -> bool:
+        return require_utc(now) >= self.expires_at
+
+    def to_dict(self) -> dict[str, str | int | None]:
+        return {
+            "payment_id": self.payment_id,
+            "amount_minor": self.amount.amount_minor,
+            "currency": self.amount.currency,
+            "price_list_version": self.price_list_version,
+            "customer_ref": self.customer_ref,
+            "payment_method_ref": self.payment_method_ref,
+            "billing_email": self.billing_email,
+            "request_key": self.request_key,
+            "request_fingerprint": self.request_fingerprint,
+            "requested_at": require_utc(self.requested_at).isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> PendingAuthentication:
+        email = data.get("billing_email")
+        return cls(
+            payment_id=str(data["payment_id"]),
+            amount=Money(int(str(data["amount_minor"])), str(data["currency"])),
+            price_list_version=str(data["price_list_version"]),
+            customer_ref=str(data["customer_ref"]),
+            payment_method_ref=str(data["payment_method_ref"]),
+            billing_email=str(email) if email is not None else None,
+            request_key=str(data["request_key"]),
+            request_fingerprint=str(data["request_fingerprint"]),
+            requested_at=require_utc(datetime.fromisoformat(str(data["requested_at"]))),
+        )
 
 
 @dataclass(frozen=True)
@@ -83,6 +143,9 @@ class Plan:
     # Set when an invoice went past due (the last retry failed), also while a cancellation is scheduled,
     # so a reactivation returns the plan to past due instead of active; cleared when it is settled.
     past_due_month: BillingMonth | None = None
+    # Set while the activation attempt's payment awaits the customer's authentication (state activating, no
+    # claim running): the attempt is settled by looking the payment up, never by charging again.
+    pending_authentication: PendingAuthentication | None = None
     # Optimistic-locking version held by the repository; None for a plan never stored.
     version: int | None = None
 
@@ -137,6 +200,12 @@ class Plan:
         if self.state in LIVE_STATES:
             raise PlanAlreadyActive(f"the monthly billing plan is already {self.state.value}")
         if self.state is PlanState.ACTIVATING:
+            if self.pending_authentication is not None:
+                # Its payment exists: charging again could charge twice. The service settles it first.
+                raise AuthenticationPending(
+                    f"the activation payment {self.pending_authentication.payment_id} awaits the customer's "
+                    "authentication"
+                )
             started = self.activation_started_at
             if started is not None and now - started < ACTIVATION_CLAIM_TTL:
                 raise ActivationInProgress("an activation for this partner is in progress; retry shortly")
@@ -151,6 +220,13 @@ class Plan:
     def activation_payment_key(self) -> str:
         """Provider idempotency key of the current attempt: any retry of it reuses the key."""
         return f"activation:{self.partner_id}:{self.activation_attempt}"
+
+    def await_authentication(self, pending: PendingAuthentication) -> Plan:
+        """The claimed attempt's payment waits for the customer's authentication: the claim is released (no
+        request is running) and the attempt stays open, bound to that payment."""
+        if self.state is not PlanState.ACTIVATING:
+            raise Conflict(f"no activation is under way (the plan is {self.state.value})")
+        return replace(self, activation_started_at=None, pending_authentication=pending)
 
     def complete_activation(
         self,
@@ -177,10 +253,11 @@ class Plan:
             ended_on=None,
             left_monthly_runs=False,
             past_due_month=None,
+            pending_authentication=None,
         )
 
     def decline_activation(self) -> Plan:
-        return replace(self, state=PlanState.INACTIVE, activation_started_at=None)
+        return replace(self, state=PlanState.INACTIVE, activation_started_at=None, pending_authentication=None)
 
     # -- cancellation ----------------------------------------------------------------------------
     def schedule_cancellation(self, ends_on: date, now: datetime) -> Plan:

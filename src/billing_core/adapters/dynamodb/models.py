@@ -84,6 +84,8 @@ class PlanItem(Model):
     ended_on = UnicodeAttribute(null=True)  # YYYY-MM-DD
     left_monthly_runs = BooleanAttribute(default=False)
     past_due_month = UnicodeAttribute(null=True)  # YYYY-MM
+    # An activation payment awaiting the customer's authentication (PendingAuthentication.to_dict()).
+    pending_authentication: JSONAttribute = JSONAttribute(null=True)
     charge_index = UnicodeAttribute(null=True)
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()

@@ -30,7 +30,7 @@ from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth, parse_iso, to_iso
 from billing_core.domain.errors import ConcurrentModification
 from billing_core.domain.payments import PaymentRecord
-from billing_core.domain.plan import Plan, PlanState
+from billing_core.domain.plan import PendingAuthentication, Plan, PlanState
 from billing_core.domain.workspace import LicenceTerm, Workspace
 
 PLAN_SK = "PLAN"
@@ -96,6 +96,9 @@ class DynamoBillingStore:
             ended_on=_date_or_none(item.ended_on),
             left_monthly_runs=bool(item.left_monthly_runs),
             past_due_month=BillingMonth.parse(item.past_due_month) if item.past_due_month else None,
+            pending_authentication=(
+                PendingAuthentication.from_dict(item.pending_authentication) if item.pending_authentication else None
+            ),
             version=item.version,
         )
 
@@ -117,6 +120,7 @@ class DynamoBillingStore:
             ended_on=_iso_or_none(plan.ended_on),
             left_monthly_runs=plan.left_monthly_runs,
             past_due_month=str(plan.past_due_month) if plan.past_due_month else None,
+            pending_authentication=plan.pending_authentication.to_dict() if plan.pending_authentication else None,
             charge_index=CHARGEABLE if plan.visited_by_monthly_runs else None,
             last_charged_month=str(plan.last_charged_month) if plan.last_charged_month else None,
             updated_at=audit.occurred_at,

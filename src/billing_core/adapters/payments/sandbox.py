@@ -3,15 +3,33 @@
 Payment methods are named like Stripe's test methods and behave the same way every time. Ids are
 derived from their inputs (customer from partner, payment from idempotency key), so replaying a charge
 with the same idempotency key yields the same payment: exactly the contract a real provider offers.
+
+3-D Secure: a card with an ``authentication`` behaviour asks for authentication on the activation
+(on-session) payment, like Stripe's 4000 0025 0000 3155, and answers ``REQUIRES_ACTION`` with a client
+secret. The sandbox has no browser and keeps no state, so the card also says how its customer answers the
+challenge, and the payment's id carries it (``..._3ds_completes``): ``completes`` (the customer authenticates
+at once: looking the payment up finds it succeeded), ``fails`` (the customer fails the challenge) or
+``never`` (the customer never answers: it stays ``REQUIRES_ACTION`` until cancelled).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from billing_core.domain.errors import PaymentDeclined
-from billing_core.domain.payments import ChargeOutcome, ChargeRequest, ChargeStatus, SavedPaymentMethod
+from billing_core.domain.payments import (
+    AUTHENTICATION_FAILED,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeStatus,
+    SavedPaymentMethod,
+)
+
+# How the sandbox's customer answers a 3-D Secure challenge (see the module docstring).
+Authentication = Literal["completes", "fails", "never"]
+AUTHENTICATION_MARK = "_3ds_"
 
 
 @dataclass(frozen=True)
@@ -21,7 +39,11 @@ class SandboxCard:
     attach_decline: str | None = None
     # Attaches fine but every charge fails this way, like Stripe's 4000000000000341.
     charge_decline: str | None = None
+    # Every charge, off-session ones too, asks for authentication, like Stripe's 4000002760003184.
     requires_action: bool = False
+    # The activation (on-session) payment asks for authentication, and this is how the customer answers it;
+    # later off-session charges need none (the authenticated activation set the card up for them).
+    authentication: Authentication | None = None
     # Declines only the first attempt of each monthly charge (keys end in ":attempt-1"): funds arrive
     # before the retry on the 3rd. Deterministic, because the attempt number is part of the key.
     first_attempt_decline: str | None = None
@@ -45,7 +67,16 @@ SANDBOX_CARDS: dict[str, SandboxCard] = {
         first_attempt_decline="insufficient_funds",
     ),
     "pm_card_authenticationRequired": SandboxCard(
-        "saves, then every charge requires authentication", requires_action=True
+        "saves, then every charge requires authentication, which the customer never completes",
+        requires_action=True,
+        authentication="never",
+    ),
+    "pm_card_threeDSecure2Required": SandboxCard(
+        "3-D Secure on the activation payment, which the customer completes; later charges need none",
+        authentication="completes",
+    ),
+    "pm_card_threeDSecure2AuthenticationFails": SandboxCard(
+        "3-D Secure on the activation payment, which the customer fails", authentication="fails"
     ),
 }
 
@@ -81,13 +112,61 @@ class SandboxPaymentProvider:
         payment_id = f"pi_sbx_{_digest(request.idempotency_key, 24)}"
         if card is None:
             return ChargeOutcome(ChargeStatus.DECLINED, payment_id, "payment_method_invalid", "Unknown payment method.")
-        if card.requires_action:
-            return ChargeOutcome(
-                ChargeStatus.REQUIRES_ACTION, payment_id, "authentication_required", "The card requires authentication."
-            )
+        if card.authentication is not None and (card.requires_action or not request.off_session):
+            return _awaiting_authentication(f"{payment_id}{AUTHENTICATION_MARK}{card.authentication}")
         decline = card.charge_decline
         if card.first_attempt_decline and request.idempotency_key.endswith(":attempt-1"):
             decline = card.first_attempt_decline
         if decline:
             return ChargeOutcome(ChargeStatus.DECLINED, payment_id, decline, DECLINE_MESSAGES[decline])
         return ChargeOutcome(ChargeStatus.SUCCEEDED, payment_id)
+
+    def payment_status(self, payment_id: str) -> ChargeOutcome:
+        """Where a payment that asked for authentication stands: its id says how the customer answers."""
+        authentication = _authentication_of(payment_id)
+        if authentication is None:
+            return ChargeOutcome(
+                ChargeStatus.DECLINED,
+                payment_id,
+                "payment_not_found",
+                "No sandbox payment with this id asked for authentication.",
+            )
+        if authentication == "completes":
+            return ChargeOutcome(ChargeStatus.SUCCEEDED, payment_id)
+        if authentication == "fails":
+            return ChargeOutcome(
+                ChargeStatus.DECLINED,
+                payment_id,
+                AUTHENTICATION_FAILED,
+                "The customer did not authenticate the payment (3-D Secure failed).",
+            )
+        return _awaiting_authentication(payment_id)
+
+    def cancel_payment(self, payment_id: str) -> ChargeOutcome:
+        """A payment still waiting is cancelled; one the customer completed (at once, in the sandbox) stays paid."""
+        current = self.payment_status(payment_id)
+        if current.status is not ChargeStatus.REQUIRES_ACTION:
+            return current
+        return ChargeOutcome(ChargeStatus.DECLINED, payment_id, "payment_canceled", "The payment was cancelled.")
+
+
+def _awaiting_authentication(payment_id: str) -> ChargeOutcome:
+    return ChargeOutcome(
+        ChargeStatus.REQUIRES_ACTION,
+        payment_id,
+        "authentication_required",
+        "The card requires authentication.",
+        client_secret=f"{payment_id}_secret_{_digest('client-secret:' + payment_id, 16)}",
+    )
+
+
+def _authentication_of(payment_id: str) -> Authentication | None:
+    """How the customer answers the challenge of a sandbox payment that asked for authentication (None: the id
+    is not one of those)."""
+    _, mark, answer = payment_id.rpartition(AUTHENTICATION_MARK)
+    if not mark:
+        return None
+    for known in get_args(Authentication):
+        if answer == known:
+            return known  # type: ignore[no-any-return]
+    return None

@@ -7,6 +7,13 @@ own exactly-once guarantee does not rest on Stripe's: see ``services.activation`
 
 The charge description travels in the PaymentIntent's metadata: localstripe refuses the top-level
 ``description`` parameter, and metadata is shown in the Stripe Dashboard as well.
+
+3-D Secure (SCA): an activation PaymentIntent the card's issuer wants authenticated comes back
+``requires_action``; its ``client_secret`` goes to the customer's browser (Stripe.js ``handleNextAction``),
+and ``payment_status`` later retrieves the intent to see whether it was paid. With
+``setup_future_usage=off_session`` that one authentication also sets the card up for the monthly
+off-session charges, so no separate SetupIntent is needed. ``cancel_payment`` cancels an intent nobody
+authenticated in time; Stripe refuses to cancel a succeeded one, which is then answered as paid.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import stripe
 
 from billing_core.domain.errors import Conflict, PaymentDeclined
 from billing_core.domain.payments import (
+    AUTHENTICATION_FAILED,
     ChargeOutcome,
     ChargeRequest,
     ChargeStatus,
@@ -30,6 +38,8 @@ _TRANSIENT_ERRORS = (stripe.APIConnectionError, stripe.RateLimitError, stripe.AP
 
 # Stripe's error code when an off-session charge needs the customer to authenticate (3-D Secure).
 _AUTHENTICATION_REQUIRED = "authentication_required"
+# Stripe's error code on an intent whose authentication the customer failed or cancelled.
+_AUTHENTICATION_FAILURE = "payment_intent_authentication_failure"
 
 
 class StripePaymentProvider:
@@ -104,19 +114,30 @@ class StripePaymentProvider:
             return ChargeOutcome(ChargeStatus.DECLINED, None, "payment_method_invalid", error.user_message)
         except _TRANSIENT_ERRORS as error:
             raise PaymentProviderUnavailable(f"Stripe unavailable: {error.user_message or error}") from error
-        if intent.status == "succeeded":
-            return ChargeOutcome(ChargeStatus.SUCCEEDED, intent.id)
-        if intent.status == "requires_action":
-            return ChargeOutcome(
-                ChargeStatus.REQUIRES_ACTION, intent.id, _AUTHENTICATION_REQUIRED, "The card requires authentication."
-            )
-        last_error = intent.last_payment_error
-        if last_error is None:
+        if intent.status == "processing":
             return ChargeOutcome(ChargeStatus.DECLINED, intent.id, intent.status, f"payment intent is {intent.status}")
-        # StripeObject attributes the answer omits raise AttributeError (localstripe sends no decline_code).
-        code = getattr(last_error, "decline_code", None) or getattr(last_error, "code", None) or intent.status
-        message = getattr(last_error, "message", None) or f"payment intent is {intent.status}"
-        return ChargeOutcome(ChargeStatus.DECLINED, intent.id, str(code), str(message))
+        return _outcome_of(intent)
+
+    def payment_status(self, payment_id: str) -> ChargeOutcome:
+        try:
+            intent = self._client.v1.payment_intents.retrieve(payment_id)
+        except stripe.InvalidRequestError as error:
+            return ChargeOutcome(ChargeStatus.DECLINED, payment_id, "payment_not_found", error.user_message)
+        except _TRANSIENT_ERRORS as error:
+            raise PaymentProviderUnavailable(f"Stripe unavailable: {error.user_message or error}") from error
+        return _outcome_of(intent)
+
+    def cancel_payment(self, payment_id: str) -> ChargeOutcome:
+        try:
+            intent = self._client.v1.payment_intents.cancel(
+                payment_id, options={"idempotency_key": f"cancel:{payment_id}"}
+            )
+        except stripe.InvalidRequestError:
+            # Not cancellable (any more): succeeded, processing or already cancelled. Where it stands decides.
+            return self.payment_status(payment_id)
+        except _TRANSIENT_ERRORS as error:
+            raise PaymentProviderUnavailable(f"Stripe unavailable: {error.user_message or error}") from error
+        return _outcome_of(intent)
 
     def _intent_id_of(self, error: stripe.CardError) -> str | None:
         """The PaymentIntent a declined confirmation created, if it can be found.
@@ -139,6 +160,34 @@ class StripePaymentProvider:
         if intent is None:
             return None
         return intent if isinstance(intent, str) else intent.id
+
+
+def _outcome_of(intent: stripe.PaymentIntent) -> ChargeOutcome:
+    """What a PaymentIntent's state means for us."""
+    if intent.status == "succeeded":
+        return ChargeOutcome(ChargeStatus.SUCCEEDED, intent.id)
+    if intent.status == "requires_action":
+        return ChargeOutcome(
+            ChargeStatus.REQUIRES_ACTION,
+            intent.id,
+            _AUTHENTICATION_REQUIRED,
+            "The card requires authentication.",
+            client_secret=intent.client_secret,
+        )
+    if intent.status == "processing":
+        # Paid or not is not known yet (rare for cards): ask again later, never decide now.
+        raise PaymentProviderUnavailable(f"the payment {intent.id} is still processing at Stripe")
+    if intent.status == "canceled":
+        return ChargeOutcome(ChargeStatus.DECLINED, intent.id, "payment_canceled", "The payment was cancelled.")
+    last_error = intent.last_payment_error
+    if last_error is None:
+        return ChargeOutcome(ChargeStatus.DECLINED, intent.id, intent.status, f"payment intent is {intent.status}")
+    # StripeObject attributes the answer omits raise AttributeError (localstripe sends no decline_code).
+    code = getattr(last_error, "decline_code", None) or getattr(last_error, "code", None) or intent.status
+    if code == _AUTHENTICATION_FAILURE:
+        code = AUTHENTICATION_FAILED
+    message = getattr(last_error, "message", None) or f"payment intent is {intent.status}"
+    return ChargeOutcome(ChargeStatus.DECLINED, intent.id, str(code), str(message))
 
 
 def _decline_code(error: stripe.StripeError) -> str:
