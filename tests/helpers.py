@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from billing_core.domain.identity import Role
@@ -43,3 +46,23 @@ def read_until(process: subprocess.Popen[str], marker: str, timeout_s: float = 1
         if marker in line:
             return lines
     raise AssertionError(f"{marker!r} not seen; output so far:\n" + "\n".join(lines))
+
+
+def start_local_system(api_port: int, dynamodb_port: int, moto_port: int) -> subprocess.Popen[str]:
+    """`msp-billing up --in-memory` on the given ports, as a user starts it (read its output with
+    ``read_until``; stop it with Ctrl-C)."""
+    msp_billing = str(Path(sys.executable).parent / "msp-billing")
+    return subprocess.Popen(
+        [
+            msp_billing,
+            "up",
+            "--in-memory",
+            f"--api-port={api_port}",
+            f"--dynamodb-port={dynamodb_port}",
+            f"--moto-port={moto_port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "10000"},
+    )

@@ -5,7 +5,6 @@ unless --verbose, and dates a person reads (to the minute, in UTC)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import yaml
 from billing_core.catalog_documents import parse_price_list
 from infra import PROJECT_ROOT
 from infra.processes import free_port
-from tests.helpers import read_until
+from tests.helpers import read_until, start_local_system
 
 pytestmark = pytest.mark.e2e
 MSP_BILLING = str(Path(sys.executable).parent / "msp-billing")
@@ -88,20 +87,7 @@ def found(pattern: str, output: list[str]) -> str:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[RunningStack]:
     api_port, dynamodb_port, moto_port = free_port(), free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            MSP_BILLING,
-            "up",
-            "--in-memory",
-            f"--api-port={api_port}",
-            f"--dynamodb-port={dynamodb_port}",
-            f"--moto-port={moto_port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "10000"},
-    )
+    process = start_local_system(api_port, dynamodb_port, moto_port)
     try:
         output = read_until(process, "Serving.")
         # Keep reading what the stack logs, so a full pipe never blocks it.

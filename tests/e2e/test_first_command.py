@@ -22,7 +22,7 @@ import pytest
 from infra import PROJECT_ROOT
 from infra.processes import free_port
 from infra.walkthrough import PLAN_STATUS_TITLE
-from tests.helpers import read_until
+from tests.helpers import read_until, start_local_system
 
 pytestmark = pytest.mark.e2e
 MSP_BILLING = str(Path(sys.executable).parent / "msp-billing")
@@ -31,20 +31,7 @@ MSP_BILLING = str(Path(sys.executable).parent / "msp-billing")
 @pytest.fixture
 def running_system() -> Iterator[tuple[subprocess.Popen[str], list[str], list[str], threading.Thread]]:
     ports = [free_port(), free_port(), free_port()]
-    process = subprocess.Popen(
-        [
-            MSP_BILLING,
-            "up",
-            "--in-memory",
-            f"--api-port={ports[0]}",
-            f"--dynamodb-port={ports[1]}",
-            f"--moto-port={ports[2]}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "10000"},
-    )
+    process = start_local_system(ports[0], ports[1], ports[2])
     try:
         output = read_until(process, "Serving.")
         # Keep reading what the server logs, so a full pipe never blocks it.
@@ -135,20 +122,7 @@ def test_walkthrough_works_over_http_and_ctrl_c_stops_cleanly(
 def test_a_killed_stack_leaves_no_dynamodb_local_behind() -> None:
     """A test that fails (or a CLI that is killed) must not orphan DynamoDB Local holding its port."""
     dynamodb_port = free_port()
-    process = subprocess.Popen(
-        [
-            MSP_BILLING,
-            "up",
-            "--in-memory",
-            f"--api-port={free_port()}",
-            f"--dynamodb-port={dynamodb_port}",
-            f"--moto-port={free_port()}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "10000"},
-    )
+    process = start_local_system(free_port(), dynamodb_port, free_port())
     try:
         read_until(process, "Serving.")
         java = [pid for pid in children_of(process.pid) if "java" in Path(f"/proc/{pid}/cmdline").read_text()]
