@@ -127,6 +127,12 @@ class PlanWorkspaceView(WorkspaceView):
     seats_this_month: int = Field(description="Billable seats so far: devices capped at max_devices")
 
 
+class AwaitingAuthenticationView(BaseModel):
+    payment_id: str
+    amount: MoneyView
+    expires_at: datetime = Field(description="After this, the next activation request cancels the payment")
+
+
 class PlanStatusView(BaseModel):
     model_config = examples(PLAN_EXAMPLE)
 
@@ -143,6 +149,11 @@ class PlanStatusView(BaseModel):
     )
     ended_on: date | None = Field(default=None, description="Set when the plan was cancelled: its last day")
     workspaces_on_plan: list[PlanWorkspaceView]
+    awaiting_authentication: AwaitingAuthenticationView | None = Field(
+        default=None,
+        description="Set while the activation payment waits for the customer's 3-D Secure authentication: send "
+        "the same activation request again once it is done",
+    )
 
 
 class ActivationOutcome(BaseModel):

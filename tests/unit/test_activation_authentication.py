@@ -380,3 +380,17 @@ def test_sandbox_cards_set_up_by_an_authenticated_activation_need_none_off_sessi
     monthly = sandbox.charge(sandbox_request("pm_card_authenticationRequired", off_session=True))
     assert monthly.status is ChargeStatus.REQUIRES_ACTION
     assert sandbox.payment_status("pi_sbx_unknown").decline_code == "payment_not_found"
+
+
+def test_the_plan_status_shows_the_payment_waiting_for_authentication_until_it_completes(setup: Setup) -> None:
+    waiting = setup.service.activate_monthly_billing(OWNER, "k1", THREE_DS)
+    status = setup.service.plan_status(OWNER)
+    assert status.awaiting_authentication is not None
+    assert (status.awaiting_authentication.payment_id, status.awaiting_authentication.amount.amount_minor) == (
+        waiting.payment_id,
+        1000,
+    )
+    assert status.awaiting_authentication.expires_at == NOW + AUTHENTICATION_WINDOW
+    setup.clock.advance(timedelta(minutes=2))
+    setup.service.activate_monthly_billing(OWNER, "k1", THREE_DS)
+    assert setup.service.plan_status(OWNER).awaiting_authentication is None

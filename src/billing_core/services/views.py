@@ -10,6 +10,7 @@ from billing_core.domain.money import Money
 from billing_core.domain.plan import Plan
 from billing_core.domain.workspace import LicenceDocument, Workspace
 from billing_core.schemas import (
+    AwaitingAuthenticationView,
     CreditedChargeView,
     InvoiceLineView,
     InvoiceView,
@@ -52,6 +53,15 @@ def plan_status_view(
         month=str(BillingMonth.containing(now)),
         cancellation_ends_on=plan.cancellation_ends_on,
         ended_on=plan.ended_on,
+        awaiting_authentication=(
+            AwaitingAuthenticationView(
+                payment_id=plan.pending_authentication.payment_id,
+                amount=money_view(plan.pending_authentication.amount),
+                expires_at=plan.pending_authentication.expires_at,
+            )
+            if plan.pending_authentication is not None
+            else None
+        ),
         workspaces_on_plan=[
             PlanWorkspaceView(
                 **workspace_view(w).model_dump(),
