@@ -89,7 +89,11 @@ class Services:
         from billing_core.services.subscriptions import SubscriptionService
 
         return SubscriptionService(
-            plans=self.store, subscriptions=self.subscription_store, clock=self.clock, prices=self.prices
+            plans=self.store,
+            subscriptions=self.subscription_store,
+            invoices=self.invoices,
+            clock=self.clock,
+            prices=self.prices,
         )
 
     @functools.cached_property

@@ -67,6 +67,22 @@ def test_begin_activation_claims_and_numbers_attempts() -> None:
     assert again.activation_attempt == 2
 
 
+def test_a_declined_activation_of_an_ended_plan_leaves_it_cancelled_and_in_the_monthly_runs() -> None:
+    ended = replace(active_plan(), state=PlanState.CANCELLED, ended_on=date(2027, 2, 28))
+    attempt = ended.begin_activation(datetime(2027, 3, 5, tzinfo=UTC))
+    # While the attempt runs, the ended life's committed licence terms are still billed.
+    assert attempt.has_ended and attempt.ends_on == date(2027, 2, 28) and attempt.visited_by_monthly_runs
+    declined = attempt.decline_activation()
+    assert (declined.state, declined.ends_on, declined.final_month) == (
+        PlanState.CANCELLED,
+        date(2027, 2, 28),
+        BillingMonth(2027, 2),
+    )
+    assert declined.visited_by_monthly_runs
+    never_active = Plan("p2").begin_activation(NOV_20).decline_activation()
+    assert never_active.state is PlanState.INACTIVE and not never_active.has_ended
+
+
 def test_a_fresh_claim_blocks_others_but_an_abandoned_one_is_resumed_with_the_same_key() -> None:
     claimed = Plan("p1").begin_activation(NOV_20)
     with pytest.raises(ActivationInProgress):

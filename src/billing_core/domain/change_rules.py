@@ -362,10 +362,10 @@ def _whole_order(order: Order, subscriptions: Sequence[Subscription]) -> list[Su
 def order_change_options(
     order: Order, subscriptions: Sequence[Subscription], prices: Prices, today: date, *, plan_active: bool
 ) -> list[ChangeOption]:
-    """The changes the order may make today under the experience it was bought under."""
-    return change_options(
-        _whole_order(order, subscriptions), prices, today, plan_active=plan_active, experience=order.experience
-    )
+    """The changes the order may make today under the experience it was bought under, judged on the order as
+    it is today (a renewal or a scheduled change that took effect since it was stored included)."""
+    today_state = [sub.materialise(today, prices) for sub in _whole_order(order, subscriptions)]
+    return change_options(today_state, prices, today, plan_active=plan_active, experience=order.experience)
 
 
 def change_order(
@@ -379,7 +379,8 @@ def change_order(
 ) -> list[Subscription]:
     """Apply ``request`` to every subscription and add-on of ``order``; a change its experience does not
     offer is refused with the reason (nothing changes)."""
-    subs = _whole_order(order, subscriptions)
+    # Judged on the order as it is today: a renewal may have dropped a promotion, a scheduled change taken effect.
+    subs = [sub.materialise(require_utc(now).date(), prices) for sub in _whole_order(order, subscriptions)]
     if request.mode not in _modes_of(order.experience):
         offered = ", ".join(mode.value for mode in _modes_of(order.experience))
         _require(

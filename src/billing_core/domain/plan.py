@@ -161,21 +161,27 @@ class Plan:
             raise PlanNotActive(f"the monthly billing plan ended on {self.cancellation_ends_on}; activate it again")
 
     @property
+    def has_ended(self) -> bool:
+        """Cancelled and ended, also while an activation of a new life is under way (until it succeeds): the
+        ended life's committed licence terms still run to their end and are billed."""
+        return self.ended_on is not None and self.state in (PlanState.CANCELLED, PlanState.ACTIVATING)
+
+    @property
     def visited_by_monthly_runs(self) -> bool:
-        """Live plans, and cancelled ones until a run for a month after their final month retires them."""
-        return self.is_live or (self.state is PlanState.CANCELLED and not self.left_monthly_runs)
+        """Live plans, and ended ones until a run for a month after their final month retires them."""
+        return self.is_live or (self.has_ended and not self.left_monthly_runs)
 
     @property
     def ends_on(self) -> date | None:
         """The plan's last day, once an end is scheduled or done (None while it runs without end)."""
-        if self.state is PlanState.CANCELLED:
+        if self.has_ended:
             return self.ended_on
         return self.cancellation_ends_on if self.state is PlanState.CANCELLATION_SCHEDULED else None
 
     @property
     def final_month(self) -> BillingMonth | None:
         """The last month the plan is (or will be) billed for, once an end date is set."""
-        last_day = self.ended_on if self.state is PlanState.CANCELLED else self.cancellation_ends_on
+        last_day = self.ended_on if self.has_ended else self.cancellation_ends_on
         return BillingMonth.containing_date(last_day) if last_day is not None else None
 
     def month_of_final_invoice(self) -> BillingMonth | None:
@@ -257,7 +263,10 @@ class Plan:
         )
 
     def decline_activation(self) -> Plan:
-        return replace(self, state=PlanState.INACTIVE, activation_started_at=None, pending_authentication=None)
+        """The attempt failed: a plan that had ended is the cancelled plan it was (its committed licence terms
+        go on being billed), any other is inactive."""
+        state = PlanState.CANCELLED if self.ended_on is not None else PlanState.INACTIVE
+        return replace(self, state=state, activation_started_at=None, pending_authentication=None)
 
     # -- cancellation ----------------------------------------------------------------------------
     def schedule_cancellation(self, ends_on: date, now: datetime) -> Plan:

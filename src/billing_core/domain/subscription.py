@@ -163,10 +163,11 @@ class Subscription:
         sub = self
         while sub.state is SubscriptionState.ACTIVE:
             start = sub.next_offset
+            if sub.boundary(start) > through:
+                break
+            # Expired once its end day is reached, not when its last period is charged: that period is paid.
             if sub.ends_at_offset is not None and start >= sub.ends_at_offset:
                 sub = replace(sub, state=SubscriptionState.EXPIRED)
-                break
-            if sub.boundary(start) > through:
                 break
             pending = sub.pending_change
             if pending is not None and pending.effective_offset == start:

@@ -39,7 +39,7 @@ from billing_core.domain.invoicing import (
 from billing_core.domain.metering import count_seats
 from billing_core.domain.money import Money
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, ChargeStatus, SavedPaymentMethod
-from billing_core.domain.plan import Plan, PlanState
+from billing_core.domain.plan import Plan
 from billing_core.domain.pricing import Prices
 from billing_core.domain.reporting import (
     DeviceStatus,
@@ -92,7 +92,7 @@ class MonthlyChargeService:
         plan = self.plans.load_plan(partner_id)
         invoice = self.invoices.load_invoice(partner_id, month)
         if invoice is None:
-            live = plan.is_live or plan.state is PlanState.CANCELLED
+            live = plan.is_live or plan.has_ended
             subscription_lines, brought = self._subscription_part(plan, month) if live else ([], None)
             if not live or not (is_billable_month(plan, month) or subscription_lines or brought):
                 self._retire_if_ended(plan, month)
@@ -112,16 +112,34 @@ class MonthlyChargeService:
         if not subscriptions:
             return [], None  # only subscription credits are ever carried forward
         lines = subscription_invoice_lines(subscriptions, month, self.prices)
-        before = month.previous()
-        previous = self.invoices.load_invoice(plan.partner_id, before)
-        if previous is None and (
-            is_billable_month(plan, before) or subscription_invoice_lines(subscriptions, before, self.prices)
-        ):
-            # Its credit, if any, must not be lost: this month waits for that invoice (the run retries).
-            raise TransientFailure(f"the invoice of {before} for {plan.partner_id} is not made yet")
-        carried = [line for line in previous.lines if line.kind is LineKind.CREDIT_CARRIED_FORWARD] if previous else []
+        carried = _carried_forward(self._previous_invoice(plan, subscriptions, month))
         brought = Money(sum(line.amount.amount_minor for line in carried), plan.currency or "USD") if carried else None
         return lines, brought
+
+    def _previous_invoice(self, plan: Plan, subscriptions: list[Subscription], month: BillingMonth) -> Invoice | None:
+        """The previous month's invoice, which may carry a credit. A credit must never be lost, so this month
+        waits (``TransientFailure``: the run retries) while an earlier month that would make an invoice has
+        none yet: one with seats or licence lines of its own, or one that only brings on the credit an invoice
+        before it carried (the months in between pass it on, each on its own invoice)."""
+        # No credit is carried from before the first month any subscription bills in (a change re-anchors one).
+        first = min(
+            min((charge.bill_month for charge in sub.charges), default=BillingMonth.containing_date(sub.anchor))
+            for sub in subscriptions
+        )
+        earlier = month.previous()
+        while True:
+            invoice = self.invoices.load_invoice(plan.partner_id, earlier)
+            if invoice is not None:
+                if earlier == month.previous():
+                    return invoice
+                if _carried_forward(invoice):
+                    raise TransientFailure(f"the invoice of {earlier.next()} for {plan.partner_id} is not made yet")
+                return None
+            if is_billable_month(plan, earlier) or subscription_invoice_lines(subscriptions, earlier, self.prices):
+                raise TransientFailure(f"the invoice of {earlier} for {plan.partner_id} is not made yet")
+            earlier = earlier.previous()
+            if earlier < first:
+                return None
 
     def _subscriptions_of(self, plan: Plan) -> list[Subscription]:
         """The partner's subscriptions, each ending with the plan if the plan has an end (the one lifecycle
@@ -221,7 +239,7 @@ class MonthlyChargeService:
         """A cancelled plan leaves the monthly runs at the first run for a month after its final month
         (by then every retry of the final invoice is behind it)."""
         final = plan.final_month
-        if plan.state is not PlanState.CANCELLED or plan.left_monthly_runs or (final is not None and month <= final):
+        if not plan.has_ended or plan.left_monthly_runs or (final is not None and month <= final):
             return
         last_licence_month = last_bill_month(self._subscriptions_of(plan), self.prices)
         if last_licence_month is not None and last_licence_month > month:
@@ -383,3 +401,8 @@ def require_ended(month: BillingMonth, now: datetime) -> None:
 def previous_month(now: datetime) -> BillingMonth:
     current = BillingMonth.containing(now)
     return BillingMonth(current.year - 1, 12) if current.month == 1 else BillingMonth(current.year, current.month - 1)
+
+
+def _carried_forward(invoice: Invoice | None) -> list[InvoiceLine]:
+    """The lines of ``invoice`` that carry a credit to the next invoice."""
+    return [line for line in invoice.lines if line.kind is LineKind.CREDIT_CARRIED_FORWARD] if invoice else []

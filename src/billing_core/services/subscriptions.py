@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 
 from billing_core.domain.audit import AuditEvent
+from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.catalog import BillingFrequency, Cycle, Term
 from billing_core.domain.errors import Conflict, InvalidRequest, NotFound
 from billing_core.domain.identity import PartnerIdentity
@@ -41,7 +42,7 @@ from billing_core.domain.subscriptions import (
     settle_charge_history,
     withdraw_scheduled_change,
 )
-from billing_core.ports import Clock, PlanStore, SubscriptionStore
+from billing_core.ports import Clock, InvoiceStore, PlanStore, SubscriptionStore
 from billing_core.services.views import money_view
 from billing_core.subscription_schemas import (
     ChangeLineView,
@@ -69,8 +70,17 @@ def order_id_for(partner_id: str, idempotency_key: str) -> str:
 
 
 class SubscriptionService:
-    def __init__(self, *, plans: PlanStore, subscriptions: SubscriptionStore, clock: Clock, prices: Prices) -> None:
+    def __init__(
+        self,
+        *,
+        plans: PlanStore,
+        subscriptions: SubscriptionStore,
+        invoices: InvoiceStore,
+        clock: Clock,
+        prices: Prices,
+    ) -> None:
         self.plans = plans
+        self.invoices = invoices
         self.store = subscriptions
         self.clock = clock
         self.prices = prices
@@ -273,7 +283,7 @@ class SubscriptionService:
         event_type: str,
         **details: object,
     ) -> tuple[Order, list[Subscription]]:
-        invoiced_through = self.plans.load_plan(identity.partner_id).last_charged_month
+        invoiced_through = self._invoiced_through(identity.partner_id)
         trimmed: list[Subscription] = []
         settled = []
         for sub in subscriptions:
@@ -282,6 +292,14 @@ class SubscriptionService:
             settled.append((sub.subscription_id, moved))
         audit = self._audit(identity, event_type, now, order_id=order.order_id, **details)
         return self.store.save_order(order, trimmed, audit=audit, settled=settled)
+
+    def _invoiced_through(self, partner_id: str) -> BillingMonth | None:
+        """The last month whose invoice is made. The run closes a month before it writes the invoice: if it
+        died in between, that month's charges must stay on the subscriptions for the redelivered run."""
+        closed = self.plans.load_plan(partner_id).last_charged_month
+        if closed is None or self.invoices.load_invoice(partner_id, closed) is not None:
+            return closed
+        return closed.previous()
 
     def _preview(
         self, order: Order, before: Sequence[Subscription], after: Sequence[Subscription], now: datetime
