@@ -23,6 +23,7 @@ from billing_core.domain.payments import (
     ChargeStatus,
     PaymentProviderUnavailable,
     PaymentRecord,
+    SavedPaymentMethod,
 )
 from billing_core.domain.plan import Plan
 from billing_core.domain.reporting import RenderedEmail
@@ -117,28 +118,48 @@ class InMemoryIdempotencyGuard:
 
 @dataclass
 class RecordingPaymentProvider:
-    """The sandbox provider plus a ledger of distinct charges (by idempotency key) and a switch to
-    simulate an outage after the provider has accepted a charge."""
+    """The sandbox provider behind a ledger of every charge it made. Like localstripe (and like Stripe once its
+    24-hour key window is over) it replays no idempotency key: each call is a new charge, so
+    ``successful_charges`` counts money moved, not distinct keys. ``find_payment`` looks a payment up by its
+    reference, as the real provider does. A switch simulates an outage after the provider charged."""
 
     inner: SandboxPaymentProvider = field(default_factory=SandboxPaymentProvider)
-    charges: dict[str, ChargeOutcome] = field(default_factory=dict)
+    charges: dict[str, ChargeOutcome] = field(default_factory=dict)  # the latest charge per reference
+    ledger: list[tuple[str, ChargeOutcome]] = field(default_factory=list)  # every charge made
     calls: int = 0
     fail_after_accepting: int = 0
+    lookups_unavailable: int = 0  # find_payment calls that time out
     name: str = "sandbox"
     lookups: int = 0  # payment_status calls (payments awaiting authentication)
+    found: int = 0  # find_payment calls
     cancelled: list[str] = field(default_factory=list)
 
-    def save_payment_method(self, *, partner_id: str, payment_method: str) -> Any:
-        return self.inner.save_payment_method(partner_id=partner_id, payment_method=payment_method)
+    def create_customer(self, *, partner_id: str) -> str:
+        return self.inner.create_customer(partner_id=partner_id)
+
+    def save_payment_method(
+        self, *, partner_id: str, payment_method: str, customer_ref: str | None = None
+    ) -> SavedPaymentMethod:
+        return self.inner.save_payment_method(
+            partner_id=partner_id, payment_method=payment_method, customer_ref=customer_ref
+        )
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:
         self.calls += 1
         outcome = self.inner.charge(request)
         self.charges[request.idempotency_key] = outcome
+        self.ledger.append((request.idempotency_key, outcome))
         if self.fail_after_accepting > 0:
             self.fail_after_accepting -= 1
             raise PaymentProviderUnavailable("timeout after the provider accepted the charge")
         return outcome
+
+    def find_payment(self, request: ChargeRequest) -> ChargeOutcome | None:
+        self.found += 1
+        if self.lookups_unavailable > 0:
+            self.lookups_unavailable -= 1
+            raise PaymentProviderUnavailable("timeout while looking the payment up")
+        return self.charges.get(request.idempotency_key)
 
     def payment_status(self, payment_id: str) -> ChargeOutcome:
         self.lookups += 1
@@ -152,8 +173,8 @@ class RecordingPaymentProvider:
 
     @property
     def successful_charges(self) -> int:
-        """Distinct payments that were paid: at once, or once their customer authenticated them."""
-        return sum(1 for outcome in self.charges.values() if self._paid(outcome))
+        """Charges that moved money: paid at once, or once their customer authenticated them."""
+        return sum(1 for _, outcome in self.ledger if self._paid(outcome))
 
     def _paid(self, outcome: ChargeOutcome) -> bool:
         if outcome.succeeded:
@@ -307,8 +328,9 @@ class InMemoryUsageReports:
         return f"https://reports.example/{key}?X-Amz-Expires=900"
 
 
-class WorkerCrash(RuntimeError):
-    """Stands for a Lambda dying mid-way (timeout, out of memory, lost container)."""
+class WorkerCrash(BaseException):
+    """Stands for a Lambda dying mid-way (timeout, out of memory, lost container): a BaseException, so no
+    ``except Exception`` of the code under test runs, as none would in a process that died."""
 
 
 class CrashingProvider(RecordingPaymentProvider):

@@ -79,15 +79,32 @@ class SubscriptionStore(Protocol):
 class PaymentProvider(Protocol):
     name: str
 
-    def save_payment_method(self, *, partner_id: str, payment_method: str) -> SavedPaymentMethod:
-        """Attach a payment method to the partner's customer for later off-session use.
+    def create_customer(self, *, partner_id: str) -> str:
+        """A new customer for the partner at the provider (moves no money); the caller stores its reference
+        before any charge and reuses it for every later attempt and plan life. Raises
+        ``PaymentProviderUnavailable``."""
+        ...
+
+    def save_payment_method(
+        self, *, partner_id: str, payment_method: str, customer_ref: str | None = None
+    ) -> SavedPaymentMethod:
+        """Attach a payment method to the partner's customer (``customer_ref``; without it, a new customer) for
+        later off-session use.
 
         Raises ``PaymentDeclined`` when the method is refused, ``PaymentProviderUnavailable`` when the
         provider cannot answer."""
         ...
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        """Charge once per ``request.idempotency_key``. Raises ``PaymentProviderUnavailable``."""
+        """Charge ``request``, with ``request.idempotency_key`` as the provider's key and as the payment's own
+        reference (stored with it). The key alone is no guarantee (Stripe keeps keys 24 hours): a caller
+        that may have charged before calls ``find_payment`` first. Raises ``PaymentProviderUnavailable``."""
+        ...
+
+    def find_payment(self, request: ChargeRequest) -> ChargeOutcome | None:
+        """The payment made earlier for ``request`` (by its reference, ``request.idempotency_key``, among the
+        customer's payments), or None if the provider has none. Moves no money. Raises
+        ``PaymentProviderUnavailable``."""
         ...
 
 

@@ -742,8 +742,9 @@ class Faults:
 
 
 class ModelProvider:
-    """The sandbox provider behind a ledger: one outcome per idempotency key (a replayed key returns the
-    stored outcome, as real providers do), cards that start failing, and fault points around the call."""
+    """The sandbox provider behind a ledger of every charge it made: no key is replayed (as localstripe, or
+    Stripe after its 24-hour key window), so two calls for one attempt are two charges and the oracle sees
+    them; payments are looked up by their reference; cards that start failing; fault points around the call."""
 
     name = "sandbox"
 
@@ -753,31 +754,35 @@ class ModelProvider:
         self.failing: set[str] = set()  # partners whose saved card now declines every charge
         self.calls: Counter[str] = Counter()
 
-    def save_payment_method(self, *, partner_id: str, payment_method: str) -> SavedPaymentMethod:
-        saved: SavedPaymentMethod = self.ledger.save_payment_method(
-            partner_id=partner_id, payment_method=payment_method
+    def create_customer(self, *, partner_id: str) -> str:
+        return self.ledger.create_customer(partner_id=partner_id)
+
+    def save_payment_method(
+        self, *, partner_id: str, payment_method: str, customer_ref: str | None = None
+    ) -> SavedPaymentMethod:
+        return self.ledger.save_payment_method(
+            partner_id=partner_id, payment_method=payment_method, customer_ref=customer_ref
         )
-        return saved
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:
         if self.faults.trip("before_provider"):
             raise WorkerCrash("died before calling the provider")
         self.calls[request.idempotency_key] += 1
-        outcome = self.ledger.charges.get(request.idempotency_key)
-        if outcome is None:
-            if request.off_session and request.partner_id in self.failing:
-                request = dataclasses.replace(
-                    request, saved=SavedPaymentMethod(request.saved.customer_ref, FAILING_CARD)
-                )
-            outcome = self.ledger.charge(request)
+        if request.off_session and request.partner_id in self.failing:
+            request = dataclasses.replace(request, saved=SavedPaymentMethod(request.saved.customer_ref, FAILING_CARD))
+        outcome = self.ledger.charge(request)
         if self.faults.trip("after_provider"):
             raise WorkerCrash("died after the provider answered")
         if self.faults.trip("provider_timeout"):
             raise PaymentProviderUnavailable("timeout after the provider accepted the charge")
         return outcome
 
-    def successes(self, prefix: str) -> dict[str, ChargeOutcome]:
-        return {key: o for key, o in self.ledger.charges.items() if key.startswith(prefix) and o.succeeded}
+    def find_payment(self, request: ChargeRequest) -> ChargeOutcome | None:
+        return self.ledger.find_payment(request)
+
+    def successes(self, prefix: str) -> list[tuple[str, ChargeOutcome]]:
+        """Every successful charge whose reference starts with ``prefix`` (two for one attempt are two)."""
+        return [(key, o) for key, o in self.ledger.ledger if key.startswith(prefix) and o.succeeded]
 
 
 class FaultyPlans:
@@ -1061,12 +1066,12 @@ class BillingModel(RuleBasedStateMachine):
         if reuse and self.activation_keys:
             key = sorted(self.activation_keys)[-1]
             card, replayed = self.activation_keys[key]
-            before = len(self.rig.provider.ledger.charges)
+            before = len(self.rig.provider.ledger.ledger)
             outcome = self.rig.services.activation.activate_monthly_billing(
                 self.identity, key, ActivatePlanRequest(payment_method=card, billing_email=self.email)
             )
             assert outcome.status == replayed, "a replayed Idempotency-Key must answer the stored outcome"
-            assert len(self.rig.provider.ledger.charges) == before, "a replay must not reach the provider"
+            assert len(self.rig.provider.ledger.ledger) == before, "a replay must not reach the provider"
             self.count("activation.replays")
             return
         key = uuid.uuid4().hex
@@ -1418,6 +1423,8 @@ class BillingModel(RuleBasedStateMachine):
             self.plan.last_closed = month
         sent_before = sum(rig.mailer.sent.values())
         state_at_run = self.plan.state
+        if self.crashed == month:
+            self.wait_for_the_payment_lease(month)
         rig.faults.arm(crash)
         try:
             result = rig.charge.charge_partner_for_month(self.partner, month)
@@ -1468,6 +1475,16 @@ class BillingModel(RuleBasedStateMachine):
         if before is not None and before.settled and before.reported_at is not None:
             assert after.version == before.version and sent == 0, "re-running a settled month changes nothing"
             self.count("runs.noop_reruns")
+
+    def wait_for_the_payment_lease(self, month: BillingMonth) -> None:
+        """SQS redelivers a crashed run's message after its visibility timeout (9 minutes): by then the dead
+        worker's lease on the payment attempt (3 minutes) is over. Earlier, the run backs off."""
+        invoice = self.rig.services.invoices.load_invoice(self.partner, month)
+        lease = invoice.payment_lease_until if invoice is not None else None
+        if lease is not None and lease > self.now:
+            self.refused(TransientFailure, lambda: self.rig.charge.charge_partner_for_month(self.partner, month))
+            self.rig.clock.current = lease
+            self.count("runs.waited_for_a_payment_lease")
 
     def wait_for_previous_invoice(self, month: BillingMonth) -> None:
         """With subscriptions, a month waits while the previous month's invoice, which may carry a credit, is not
@@ -2251,12 +2268,12 @@ class BillingModel(RuleBasedStateMachine):
             paid_events = [e for e in invoice.events if e.event_type == "invoice_paid"]
             assert len(paid_events) <= 1
             if invoice.status is InvoiceStatus.PAID:
-                ((key, outcome),) = successes.items()
+                ((key, outcome),) = successes
                 assert invoice.payment_id == outcome.provider_payment_id and paid_events
                 assert paid_events[0].details["idempotency_key"] == key
             elif successes:
                 # The provider took the money; the invoice must still hold that attempt, to reconcile it.
-                assert invoice.payment_attempt_started_at is not None and invoice.payment_key() in successes
+                assert invoice.payment_attempt_started_at is not None and invoice.payment_key() == successes[0][0]
                 self.count("checks.money_in_flight")
         resends = sum(n for (_, kind), n in self.crashes_by_month.items() if kind == "mailer_after_send")
         reported = sum(1 for invoice in invoices.values() if invoice.reported_at is not None)

@@ -11,13 +11,14 @@ import io
 import json
 import urllib.request
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 from chalice.test import Client
 
 from billing_core.domain.calendar import BillingMonth
+from billing_core.domain.errors import PaymentAttemptInProgress
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.domain.invoicing import InvoiceStatus
 from billing_core.schemas import ActivatePlanRequest, CreateWorkspaceRequest
@@ -173,8 +174,12 @@ def test_a_worker_dying_after_the_provider_charged_is_reconciled_on_dynamodb_loc
     provider.crash_after_charge = True
     with pytest.raises(WorkerCrash):
         wired.monthly_charge.charge_partner_for_month(partner, OCTOBER)
+    with pytest.raises(PaymentAttemptInProgress):  # redelivered at once: the dead worker's lease still runs
+        wired.monthly_charge.charge_partner_for_month(partner, OCTOBER)
+    clock.current += timedelta(minutes=9)  # SQS redelivers after the visibility timeout
     invoice = wired.monthly_charge.charge_partner_for_month(partner, OCTOBER)
     assert invoice is not None and invoice.status is InvoiceStatus.PAID
     charges = [key for key in provider.charges if key.startswith("month:")]
-    assert charges == [f"month:{partner}:2026-10:attempt-1"]  # both calls used the one key
-    assert provider.calls == 3  # activation, the crashed charge, the reconciling retry
+    assert charges == [f"month:{partner}:2026-10:attempt-1"]
+    assert provider.calls == 2 and provider.found == 1  # activation, the crashed charge; the retry found it
+    assert provider.successful_charges == 2  # the activation fee and October, once

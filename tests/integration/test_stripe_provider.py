@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import stripe
@@ -16,11 +18,12 @@ from billing_core.adapters.dynamodb.models import PaymentItem, partner_pk
 from billing_core.adapters.payments.stripe_provider import StripePaymentProvider
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.errors import PaymentDeclined
+from billing_core.domain.errors import ConcurrentModification, PaymentAttemptInProgress, PaymentDeclined
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.domain.invoicing import InvoiceStatus
 from billing_core.domain.money import Money
 from billing_core.domain.payments import (
+    ChargeOutcome,
     ChargeRequest,
     ChargeStatus,
     PaymentProviderUnavailable,
@@ -32,7 +35,7 @@ from billing_core.services.metering import InboundMessage
 from billing_core.settings import BillingSettings
 from billing_core.wiring import Services
 from infra.processes import free_port
-from tests.fakes import FixedClock
+from tests.fakes import FixedClock, WorkerCrash
 from tests.helpers import new_partner_id
 from tests.integration.localstripe_server import TEST_API_KEY, running_localstripe
 
@@ -397,3 +400,153 @@ def test_a_failed_or_abandoned_authentication_through_stripe_leaves_the_plan_ina
     third = ActivatePlanRequest(payment_method=_card(stripe_client, CARD_OK))
     assert wired.activation.activate_monthly_billing(owner, "k3", third).status == "activated"
     assert wired.store.load_plan(partner).activation_attempt == 3
+
+
+# -- exactly once without Stripe's key window (issue 27, item 1) -------------------------------------------
+# localstripe replays no idempotency key, as Stripe does not after 24 hours: a second charge call for one
+# attempt is a second charge there. These tests fail if any path charges again instead of looking up.
+class DiesAfterTheCharge:
+    """The Stripe adapter, but the worker dies right after Stripe charged (once), before anything is stored."""
+
+    def __init__(self, inner: StripePaymentProvider) -> None:
+        self.inner, self.armed = inner, True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        outcome = self.inner.charge(request)
+        if self.armed:
+            self.armed = False
+            raise WorkerCrash("died after Stripe charged")
+        return outcome
+
+
+def _stripe_provider(api_base: str) -> StripePaymentProvider:
+    return StripePaymentProvider(TEST_API_KEY, api_base=api_base, setup_future_usage=False, max_network_retries=0)
+
+
+def _paid_at_stripe(stripe_client: stripe.StripeClient, customer: str | None, reference_prefix: str) -> list[str]:
+    """The customer's succeeded PaymentIntents whose reference starts with ``reference_prefix``."""
+    intents = stripe_client.v1.payment_intents.list(params={"customer": customer or "", "limit": 100})
+    return [
+        intent.id
+        for intent in intents.auto_paging_iter()
+        if intent.status == "succeeded" and intent.metadata["idempotency_key"].startswith(reference_prefix)
+    ]
+
+
+def _partner_with_a_device_in_october(
+    wired: Services, clock: FixedClock, stripe_client: stripe.StripeClient
+) -> PartnerIdentity:
+    partner = new_partner_id()
+    owner = PartnerIdentity(partner, Role.OWNER, "owner", email=f"billing@{partner}.example")
+    clock.current = datetime(2026, 9, 10, 9, 0, tzinfo=UTC)
+    request = ActivatePlanRequest(payment_method=_card(stripe_client, CARD_OK))
+    assert wired.activation.activate_monthly_billing(owner, "k1", request).status == "activated"
+    workspace = wired.workspaces.create_workspace(
+        owner, CreateWorkspaceRequest(name="Acme", edition="anti-malware", max_devices=10)
+    )
+    clock.current = datetime(2026, 10, 3, tzinfo=UTC)
+    body = {
+        "type": "daily_report",
+        "event_id": "r1",
+        "workspace_id": workspace.workspace_id,
+        "device_ids": ["a"],
+        "observed_at": clock.current.isoformat(),
+    }
+    wired.metering.record_batch([InboundMessage("m1", json.dumps(body))])
+    clock.current = datetime(2026, 11, 1, 0, 5, tzinfo=UTC)
+    return owner
+
+
+def test_a_monthly_charge_resumed_a_day_after_its_worker_died_is_not_charged_again_at_stripe(
+    api_base: str, stripe_client: stripe.StripeClient, settings: BillingSettings
+) -> None:
+    clock = FixedClock(datetime(2026, 9, 10, 9, 0, tzinfo=UTC))
+    owner = _partner_with_a_device_in_october(_stripe_services(api_base, settings, clock), clock, stripe_client)
+    partner = owner.partner_id
+    dying = Services(settings, clock=clock, payments=DiesAfterTheCharge(_stripe_provider(api_base)))
+    with pytest.raises(WorkerCrash):
+        dying.monthly_charge.charge_partner_for_month(partner, BillingMonth(2026, 10))
+    customer = dying.store.load_plan(partner).payment_customer_ref
+    assert len(_paid_at_stripe(stripe_client, customer, f"month:{partner}:")) == 1  # Stripe took the money
+
+    clock.current += timedelta(days=1)  # redriven from the dead-letter queue the next day
+    invoice = _stripe_services(api_base, settings, clock).monthly_charge.charge_partner_for_month(
+        partner, BillingMonth(2026, 10)
+    )
+
+    assert invoice is not None and invoice.status is InvoiceStatus.PAID
+    assert _paid_at_stripe(stripe_client, customer, f"month:{partner}:") == [invoice.payment_id]
+
+
+def test_two_workers_on_one_partner_month_charge_once_at_stripe(
+    api_base: str, stripe_client: stripe.StripeClient, settings: BillingSettings
+) -> None:
+    clock = FixedClock(datetime(2026, 9, 10, 9, 0, tzinfo=UTC))
+    owner = _partner_with_a_device_in_october(_stripe_services(api_base, settings, clock), clock, stripe_client)
+    partner = owner.partner_id
+    workers = [_stripe_services(api_base, settings, clock) for _ in range(2)]
+    for wired in workers:  # the clients up front (boto3's default session is not thread-safe)
+        assert wired.usage_reports.client is not None
+    start = threading.Barrier(len(workers))
+    answers: list[object] = []
+
+    def work(wired: Services) -> None:
+        start.wait()
+        try:
+            answers.append(wired.monthly_charge.charge_partner_for_month(partner, BillingMonth(2026, 10)))
+        except (ConcurrentModification, PaymentAttemptInProgress) as backed_off:
+            answers.append(backed_off)
+
+    threads = [threading.Thread(target=work, args=(wired,)) for wired in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(answers) == 2
+    customer = workers[0].store.load_plan(partner).payment_customer_ref
+    invoice = workers[0].invoices.load_invoice(partner, BillingMonth(2026, 10))
+    assert invoice is not None and invoice.status is InvoiceStatus.PAID
+    assert _paid_at_stripe(stripe_client, customer, f"month:{partner}:") == [invoice.payment_id]
+
+
+@pytest.mark.parametrize("failure", ["worker_died", "stripe_timed_out"])
+def test_an_activation_retried_after_its_charge_charges_once_and_keeps_one_customer(
+    api_base: str, stripe_client: stripe.StripeClient, settings: BillingSettings, failure: str
+) -> None:
+    clock = FixedClock(datetime(2026, 9, 10, 9, 0, tzinfo=UTC))
+    partner = new_partner_id()
+    owner = PartnerIdentity(partner, Role.OWNER, "owner", email=f"billing@{partner}.example")
+    request = ActivatePlanRequest(payment_method=_card(stripe_client, CARD_OK))
+    provider = DiesAfterTheCharge(_stripe_provider(api_base))
+    first = Services(settings, clock=clock, payments=provider)
+    retry_key = "k1"
+    if failure == "worker_died":
+        with pytest.raises(WorkerCrash):
+            first.activation.activate_monthly_billing(owner, "k1", request)
+        clock.current += timedelta(minutes=6)  # the claim's TTL is over: the next request resumes the attempt
+        retry_key = "k2"  # (the dead request's idempotency record stays in progress until it expires)
+    else:
+        provider.charge = _times_out_after(provider.inner.charge)  # type: ignore[method-assign]
+        with pytest.raises(PaymentProviderUnavailable):
+            first.activation.activate_monthly_billing(owner, "k1", request)
+    customer = first.store.load_plan(partner).payment_customer_ref
+    assert len(_paid_at_stripe(stripe_client, customer, f"activation:{partner}:")) == 1
+
+    retried = _stripe_services(api_base, settings, clock).activation.activate_monthly_billing(owner, retry_key, request)
+
+    assert retried.status == "activated"
+    assert _paid_at_stripe(stripe_client, customer, f"activation:{partner}:") == [retried.payment_id]
+    customers = stripe_client.v1.customers.list(params={"limit": 100}).auto_paging_iter()
+    assert [c.id for c in customers if c.metadata and c.metadata["partner_id"] == partner] == [customer]
+
+
+def _times_out_after(charge: Any) -> Any:
+    def timed_out(request: ChargeRequest) -> ChargeOutcome:
+        charge(request)
+        raise PaymentProviderUnavailable("Stripe charged, then the connection timed out")
+
+    return timed_out

@@ -285,11 +285,21 @@ def test_without_a_provider_that_can_look_payments_up_authentication_is_a_declin
         name: str = "sandbox"
         inner: SandboxPaymentProvider = field(default_factory=SandboxPaymentProvider)
 
-        def save_payment_method(self, *, partner_id: str, payment_method: str) -> SavedPaymentMethod:
-            return self.inner.save_payment_method(partner_id=partner_id, payment_method=payment_method)
+        def create_customer(self, *, partner_id: str) -> str:
+            return self.inner.create_customer(partner_id=partner_id)
+
+        def save_payment_method(
+            self, *, partner_id: str, payment_method: str, customer_ref: str | None = None
+        ) -> SavedPaymentMethod:
+            return self.inner.save_payment_method(
+                partner_id=partner_id, payment_method=payment_method, customer_ref=customer_ref
+            )
 
         def charge(self, request: ChargeRequest) -> ChargeOutcome:
             return self.inner.charge(request)
+
+        def find_payment(self, request: ChargeRequest) -> ChargeOutcome | None:
+            return self.inner.find_payment(request)
 
     setup = build()
     setup.service.payments = ChargesOnly()

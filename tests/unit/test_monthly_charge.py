@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.errors import InvalidRequest
-from billing_core.domain.invoicing import Invoice, InvoiceStatus
+from billing_core.domain.errors import InvalidRequest, PaymentAttemptInProgress
+from billing_core.domain.invoicing import PAYMENT_LEASE, Invoice, InvoiceStatus
 from billing_core.domain.metering import Billability, Sighting
+from billing_core.domain.payments import PaymentProviderUnavailable
 from billing_core.domain.plan import Plan, PlanState
 from billing_core.domain.reporting import RenderedEmail, reconciliation_csv
 from billing_core.domain.workspace import Workspace
@@ -64,6 +65,10 @@ class World:
 
     def run(self, **overrides: Any) -> Invoice | None:
         return self.service(**overrides).charge_partner_for_month("p1", DECEMBER)
+
+
+# SQS redelivers a message whose worker died after its visibility timeout (9 minutes).
+REDELIVERY = timedelta(minutes=9)
 
 
 def make_world(payment_method: str = "pm_card_visa", devices: int = 3, activated: datetime = ACTIVATED) -> World:
@@ -174,7 +179,11 @@ def test_crash_before_the_payment_then_retry() -> None:
     with pytest.raises(WorkerCrash):
         world.run(payments=provider)
     assert world.provider.calls == 0
+    with pytest.raises(PaymentAttemptInProgress):  # the dead worker's lease still runs: no provider call
+        world.run()
+    world.clock.advance(REDELIVERY)
     assert world.run().status is InvoiceStatus.PAID  # type: ignore[union-attr]
+    assert world.provider.found == 1  # looked up first: never made, so charged now
     assert world.provider.successful_charges == 1 and len(world.mailer.sent) == 1
 
 
@@ -185,10 +194,41 @@ def test_crash_after_the_payment_before_the_invoice_update_reconciles_through_th
         world.run()
     stored = world.invoices.load_invoice("p1", DECEMBER)
     assert stored is not None and stored.status is InvoiceStatus.DRAFT and stored.payment_attempt_started_at
+    world.clock.advance(REDELIVERY)
     invoice = world.run()
     assert invoice is not None and invoice.status is InvoiceStatus.PAID
-    assert world.provider.calls == 2 and world.provider.successful_charges == 1  # same key both times
+    # The provider replays no key (as Stripe after 24 hours): the retry finds the payment by its reference
+    # and records it, instead of charging again.
+    assert world.provider.calls == 1 and world.provider.found == 1 and world.provider.successful_charges == 1
+    assert invoice.payment_id == world.provider.ledger[0][1].provider_payment_id
     assert len(world.invoices.paid()) == 1 and len(world.mailer.sent) == 1
+
+
+def test_a_second_worker_backs_off_while_the_first_holds_the_attempt_and_never_calls_the_provider() -> None:
+    world = make_world()
+    # The first worker has claimed the attempt (its lease runs) and is inside the provider call.
+    world.provider = CrashingProvider()
+    with pytest.raises(WorkerCrash):
+        world.run()
+    world.provider.crash_after_charge = False
+    world.clock.advance(PAYMENT_LEASE - timedelta(seconds=1))
+    with pytest.raises(PaymentAttemptInProgress):
+        world.run()
+    assert world.provider.calls == 1 and world.provider.found == 0
+    world.clock.advance(timedelta(seconds=1))  # the lease is over: the holder cannot be running any more
+    assert world.run().status is InvoiceStatus.PAID  # type: ignore[union-attr]
+    assert world.provider.calls == 1 and world.provider.successful_charges == 1
+
+
+def test_a_provider_timeout_gives_the_lease_up_and_the_retry_reconciles_at_once() -> None:
+    world = make_world()
+    world.provider.fail_after_accepting = 1
+    with pytest.raises(PaymentProviderUnavailable):
+        world.run()
+    stored = world.invoices.load_invoice("p1", DECEMBER)
+    assert stored is not None and stored.payment_attempt_started_at and stored.payment_lease_until is None
+    assert world.run().status is InvoiceStatus.PAID  # type: ignore[union-attr]
+    assert world.provider.calls == 1 and world.provider.found == 1 and world.provider.successful_charges == 1
 
 
 def test_crash_after_the_invoice_before_the_email_then_retry() -> None:

@@ -107,3 +107,10 @@ class TransientFailure(BillingError):
     """A dependency failed in a way worth retrying (throttling, timeouts): the work is retried, not rejected."""
 
     code = "transient_failure"
+
+
+class PaymentAttemptInProgress(TransientFailure):
+    """Another worker holds the lease on this payment attempt: this one backs off (retried later) and never
+    calls the payment provider."""
+
+    code = "payment_attempt_in_progress"

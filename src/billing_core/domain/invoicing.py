@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth, require_utc
-from billing_core.domain.errors import Conflict
+from billing_core.domain.errors import Conflict, PaymentAttemptInProgress
 from billing_core.domain.money import Money
 from billing_core.domain.plan import Plan
 from billing_core.domain.pricing import PriceList
@@ -23,6 +23,9 @@ from billing_core.domain.pricing import PriceList
 # A declined charge is retried on these days of the month after the run (the 1st); after the last
 # failure the plan is past due.
 RETRY_DAYS = (3, 5, 7)
+# How long a worker holds a claimed payment attempt: longer than the charge worker may run (its Lambda timeout,
+# 90 s), so a worker whose lease is over cannot still be calling the provider.
+PAYMENT_LEASE = timedelta(minutes=3)
 
 
 class InvoiceStatus(StrEnum):
@@ -126,6 +129,8 @@ class Invoice:
     status: InvoiceStatus = InvoiceStatus.DRAFT
     payment_attempts: int = 0
     payment_attempt_started_at: datetime | None = None
+    # The worker holding the open attempt may call the provider until then; None once it gave the attempt up.
+    payment_lease_until: datetime | None = None
     next_retry_on: date | None = None
     failure_code: str | None = None
     payment_id: str | None = None
@@ -185,13 +190,38 @@ class Invoice:
         )
 
     def begin_payment_attempt(self, now: datetime) -> Invoice:
-        """Claim the next attempt before calling the provider. An attempt already claimed but without
-        an outcome (the worker died) is resumed with the same number, so its key is reused."""
+        """Claim the next attempt, and its lease, before calling the provider (an open attempt stays as it
+        is: ``take_over_payment_attempt`` resumes it)."""
         if self.settled or self.status is InvoiceStatus.PAST_DUE:
             raise Conflict(f"invoice {self.partner_id}/{self.month} is {self.status.value}")
         if self.payment_attempt_started_at is not None:
             return self
-        return replace(self, payment_attempts=self.payment_attempts + 1, payment_attempt_started_at=require_utc(now))
+        now = require_utc(now)
+        return replace(
+            self,
+            payment_attempts=self.payment_attempts + 1,
+            payment_attempt_started_at=now,
+            payment_lease_until=now + PAYMENT_LEASE,
+        )
+
+    def take_over_payment_attempt(self, now: datetime) -> Invoice:
+        """Resume an attempt claimed earlier but without an outcome, with the same number (and key), once its
+        lease is over or was given up: its worker died or lost the provider's answer. The provider may have
+        been called, so the taker looks the payment up by its reference before charging."""
+        now = require_utc(now)
+        if self.payment_attempt_started_at is None:
+            raise Conflict(f"invoice {self.partner_id}/{self.month} has no open payment attempt")
+        if self.payment_lease_until is not None and now < self.payment_lease_until:
+            raise PaymentAttemptInProgress(
+                f"the payment of {self.partner_id}/{self.month} is being made by another worker until "
+                f"{self.payment_lease_until.isoformat()}"
+            )
+        return replace(self, payment_lease_until=now + PAYMENT_LEASE)
+
+    def give_up_payment_lease(self) -> Invoice:
+        """The worker lost the provider's answer (a timeout): the attempt stays open and can be taken over at
+        once, by a worker that looks the payment up first."""
+        return replace(self, payment_lease_until=None)
 
     def record_payment(self, payment_id: str, now: datetime) -> Invoice:
         return replace(
@@ -200,6 +230,7 @@ class Invoice:
             payment_id=payment_id,
             paid_at=require_utc(now),
             payment_attempt_started_at=None,
+            payment_lease_until=None,
             next_retry_on=None,
             failure_code=None,
         )
@@ -216,6 +247,7 @@ class Invoice:
                 failure_code=failure_code,
                 next_retry_on=upcoming[0],
                 payment_attempt_started_at=None,
+                payment_lease_until=None,
             )
         return replace(
             self,
@@ -223,6 +255,7 @@ class Invoice:
             failure_code=failure_code,
             next_retry_on=None,
             payment_attempt_started_at=None,
+            payment_lease_until=None,
         )
 
 

@@ -30,7 +30,7 @@ from billing_core.domain.payments import (
     PaymentRecord,
     SavedPaymentMethod,
 )
-from billing_core.domain.plan import PendingAuthentication, Plan
+from billing_core.domain.plan import PendingAuthentication, Plan, PlanState
 from billing_core.domain.pricing import Prices
 from billing_core.ports import (
     Clock,
@@ -125,25 +125,35 @@ class ActivationService:
         currency = prices.require_currency(command.request.currency, field_name="currency")
         fee = prices.activation_fee(currency)
         self._require_final_invoice_made(plan)
+        # An attempt claimed before (its request died or lost the provider's answer) may have charged already.
+        resumed = plan.state is PlanState.ACTIVATING
+        claim = plan.begin_activation(now)
+        if claim.payment_customer_ref is None:
+            # Stored with the claim, before any charge: every later attempt and plan life reuses the customer,
+            # and a resumed attempt finds its payment among that customer's.
+            claim = replace(claim, payment_customer_ref=self.payments.create_customer(partner_id=command.partner_id))
         claimed = self.plans.save_plan(
-            plan.begin_activation(now),
-            audit=self._audit(command, "activation_started", fee=fee.to_dict()),
+            claim,
+            audit=self._audit(command, "activation_started", fee=fee.to_dict(), resumed=resumed),
         )
+        assert claimed.payment_customer_ref is not None
         try:
             saved = self.payments.save_payment_method(
-                partner_id=command.partner_id, payment_method=command.request.payment_method
+                partner_id=command.partner_id,
+                payment_method=command.request.payment_method,
+                customer_ref=claimed.payment_customer_ref,
             )
-            outcome = self.payments.charge(
-                ChargeRequest(
-                    partner_id=command.partner_id,
-                    saved=saved,
-                    amount=fee,
-                    idempotency_key=claimed.activation_payment_key(),
-                    description=f"Monthly billing activation for partner {command.partner_id}",
-                    off_session=False,
-                    save_for_future_use=True,
-                )
+            request = ChargeRequest(
+                partner_id=command.partner_id,
+                saved=saved,
+                amount=fee,
+                idempotency_key=claimed.activation_payment_key(),
+                description=f"Monthly billing activation for partner {command.partner_id}",
+                off_session=False,
+                save_for_future_use=True,
             )
+            found = self.payments.find_payment(request) if resumed else None
+            outcome = found if found is not None else self.payments.charge(request)
         except PaymentDeclined as declined:
             outcome = ChargeOutcome(ChargeStatus.DECLINED, None, declined.decline_code, declined.message)
         except PaymentProviderUnavailable:

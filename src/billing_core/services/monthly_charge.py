@@ -38,7 +38,12 @@ from billing_core.domain.invoicing import (
 )
 from billing_core.domain.metering import count_seats
 from billing_core.domain.money import Money
-from billing_core.domain.payments import ChargeOutcome, ChargeRequest, ChargeStatus, SavedPaymentMethod
+from billing_core.domain.payments import (
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeStatus,
+    SavedPaymentMethod,
+)
 from billing_core.domain.plan import Plan
 from billing_core.domain.pricing import Prices
 from billing_core.domain.reporting import (
@@ -91,15 +96,16 @@ class MonthlyChargeService:
         require_ended(month, self.clock.now())
         plan = self.plans.load_plan(partner_id)
         invoice = self.invoices.load_invoice(partner_id, month)
+        lease_held = False  # whether this worker claimed the open payment attempt itself
         if invoice is None:
             live = plan.is_live or plan.has_ended
             subscription_lines, brought = self._subscription_part(plan, month) if live else ([], None)
             if not live or not (is_billable_month(plan, month) or subscription_lines or brought):
                 self._retire_if_ended(plan, month)
                 return None
-            invoice = self._create(plan, month, subscription_lines, brought)
+            invoice, lease_held = self._create(plan, month, subscription_lines, brought)
         if invoice.payment_attempt_started_at is not None or invoice.due_for_payment(self.clock.now().date()):
-            invoice = self._pay(plan, invoice)
+            invoice = self._pay(plan, invoice, lease_held=lease_held)
         if invoice.status is InvoiceStatus.PAST_DUE and plan.needs_past_due_mark():
             # Also on a re-run: the run that recorded the last decline may have died before this write.
             self._mark_plan_past_due(partner_id, invoice.month)
@@ -150,10 +156,11 @@ class MonthlyChargeService:
 
     def _create(
         self, plan: Plan, month: BillingMonth, subscription_lines: list[InvoiceLine], brought: Money | None
-    ) -> Invoice:
+    ) -> tuple[Invoice, bool]:
         """Close the month on the plan (so sightings arriving from now on are late usage for the next
         invoice), rate it with the subscriptions' lines of the month, and store the invoice, with the first
-        payment attempt already claimed when something is due (one write instead of two)."""
+        payment attempt already claimed when something is due (one write instead of two). Also says whether
+        this worker holds that claim (not if another worker created the invoice first)."""
         plan = self._close_month(plan, month)
         workspaces = self.workspaces.list_workspaces(plan.partner_id)
         on_plan = {w.workspace_id: w for w in workspaces if w.billed_in(month)}
@@ -188,11 +195,12 @@ class MonthlyChargeService:
             invoice = invoice.begin_payment_attempt(now)
             invoice = invoice.with_event("payment_attempt_started", now, ACTOR, attempt=invoice.payment_attempts)
         try:
-            return self.invoices.save_invoice(invoice)
+            saved = self.invoices.save_invoice(invoice)
         except ConcurrentModification:
             existing = self.invoices.load_invoice(plan.partner_id, month)  # another worker created it first
             assert existing is not None
-            return existing
+            return existing, False
+        return saved, saved.payment_attempt_started_at is not None
 
     def _close_month(self, plan: Plan, month: BillingMonth) -> Plan:
         for _ in range(3):
@@ -253,14 +261,34 @@ class MonthlyChargeService:
                 ),
             )
 
-    def _pay(self, plan: Plan, invoice: Invoice) -> Invoice:
+    def _pay(self, plan: Plan, invoice: Invoice, *, lease_held: bool) -> Invoice:
+        """One payment attempt, exactly once. The attempt is claimed with a lease before the provider is
+        called (a second worker backs off while it runs: ``PaymentAttemptInProgress``). An attempt claimed
+        earlier that has no outcome (its worker died, or lost the provider's answer) is taken over and its
+        payment looked up by its reference first: found, it is recorded; only never made, it is charged."""
         now = self.clock.now()
-        if invoice.payment_attempt_started_at is None:
-            claimed = invoice.begin_payment_attempt(now)
+        resumed = not lease_held and invoice.payment_attempt_started_at is not None
+        if not lease_held:
+            if resumed:
+                claimed = invoice.take_over_payment_attempt(now)
+                event = "payment_attempt_resumed"
+            else:
+                claimed = invoice.begin_payment_attempt(now)
+                event = "payment_attempt_started"
             invoice = self.invoices.save_invoice(
-                claimed.with_event("payment_attempt_started", now, ACTOR, attempt=claimed.payment_attempts)
+                claimed.with_event(event, now, ACTOR, attempt=claimed.payment_attempts)
             )
-        outcome = self._charge(plan, invoice)
+        try:
+            return self._record_outcome(invoice, self._charge(plan, invoice, look_up_first=resumed))
+        except Exception:
+            # This worker is alive and no longer calling the provider (a timeout, a throttled write): it gives
+            # the lease up, so the retry takes the attempt over at once, looking the payment up first. (Best
+            # effort: the write may fail too, and the lease then runs out.)
+            with contextlib.suppress(Exception):
+                self.invoices.save_invoice(invoice.give_up_payment_lease())
+            raise
+
+    def _record_outcome(self, invoice: Invoice, outcome: ChargeOutcome) -> Invoice:
         now = self.clock.now()
         if outcome.succeeded:
             assert outcome.provider_payment_id is not None
@@ -299,20 +327,20 @@ class MonthlyChargeService:
                 audit=AuditEvent(partner_id, "plan_past_due", self.clock.now(), ACTOR, {"month": str(month)}),
             )
 
-    def _charge(self, plan: Plan, invoice: Invoice) -> ChargeOutcome:
+    def _charge(self, plan: Plan, invoice: Invoice, *, look_up_first: bool) -> ChargeOutcome:
         if plan.payment_customer_ref is None or plan.payment_method_ref is None:
             return ChargeOutcome(ChargeStatus.DECLINED, None, "no_payment_method", "no saved payment method")
+        request = ChargeRequest(
+            partner_id=plan.partner_id,
+            saved=SavedPaymentMethod(plan.payment_customer_ref, plan.payment_method_ref),
+            amount=invoice.total,
+            idempotency_key=invoice.payment_key(),
+            description=f"Monthly seats {invoice.month} for partner {plan.partner_id}",
+            off_session=True,
+        )
         try:
-            return self.payments.charge(
-                ChargeRequest(
-                    partner_id=plan.partner_id,
-                    saved=SavedPaymentMethod(plan.payment_customer_ref, plan.payment_method_ref),
-                    amount=invoice.total,
-                    idempotency_key=invoice.payment_key(),
-                    description=f"Monthly seats {invoice.month} for partner {plan.partner_id}",
-                    off_session=True,
-                )
-            )
+            found = self.payments.find_payment(request) if look_up_first else None
+            return found if found is not None else self.payments.charge(request)
         except PaymentDeclined as declined:
             return ChargeOutcome(ChargeStatus.DECLINED, None, declined.decline_code, declined.message)
 

@@ -178,6 +178,7 @@ class InvoiceItem(Model):
     created_at = UTCDateTimeAttribute()
     payment_attempts = NumberAttribute(default=0)
     payment_attempt_started_at = UTCDateTimeAttribute(null=True)
+    payment_lease_until = UTCDateTimeAttribute(null=True)
     next_retry_on = UnicodeAttribute(null=True)
     failure_code = UnicodeAttribute(null=True)
     payment_id = UnicodeAttribute(null=True)

@@ -95,7 +95,12 @@ def _digest(text: str, length: int) -> str:
 class SandboxPaymentProvider:
     name = "sandbox"
 
-    def save_payment_method(self, *, partner_id: str, payment_method: str) -> SavedPaymentMethod:
+    def create_customer(self, *, partner_id: str) -> str:
+        return f"cus_sbx_{_digest(partner_id, 16)}"
+
+    def save_payment_method(
+        self, *, partner_id: str, payment_method: str, customer_ref: str | None = None
+    ) -> SavedPaymentMethod:
         card = SANDBOX_CARDS.get(payment_method)
         if card is None:
             known = ", ".join(SANDBOX_CARDS)
@@ -105,7 +110,8 @@ class SandboxPaymentProvider:
             )
         if card.attach_decline:
             raise PaymentDeclined(DECLINE_MESSAGES[card.attach_decline], decline_code=card.attach_decline)
-        return SavedPaymentMethod(customer_ref=f"cus_sbx_{_digest(partner_id, 16)}", payment_method_ref=payment_method)
+        customer_ref = customer_ref or self.create_customer(partner_id=partner_id)
+        return SavedPaymentMethod(customer_ref=customer_ref, payment_method_ref=payment_method)
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:
         card = SANDBOX_CARDS.get(request.saved.payment_method_ref)
@@ -120,6 +126,11 @@ class SandboxPaymentProvider:
         if decline:
             return ChargeOutcome(ChargeStatus.DECLINED, payment_id, decline, DECLINE_MESSAGES[decline])
         return ChargeOutcome(ChargeStatus.SUCCEEDED, payment_id)
+
+    def find_payment(self, request: ChargeRequest) -> ChargeOutcome | None:
+        """The sandbox keeps no state and moves no money: a payment's id and outcome follow from its reference
+        and card, so looking it up answers what charging it answers."""
+        return self.charge(request)
 
     def payment_status(self, payment_id: str) -> ChargeOutcome:
         """Where a payment that asked for authentication stands: its id says how the customer answers."""

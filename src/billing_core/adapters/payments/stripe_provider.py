@@ -60,13 +60,22 @@ class StripePaymentProvider:
         )
         self._setup_future_usage = setup_future_usage
 
-    def save_payment_method(self, *, partner_id: str, payment_method: str) -> SavedPaymentMethod:
+    def create_customer(self, *, partner_id: str) -> str:
         try:
             customer = self._client.v1.customers.create(
                 params={"metadata": {"partner_id": partner_id}},
-                options={"idempotency_key": f"customer:{partner_id}:{payment_method}"},
+                options={"idempotency_key": f"customer:{partner_id}"},
             )
-            attached = self._client.v1.payment_methods.attach(payment_method, params={"customer": customer.id})
+        except _TRANSIENT_ERRORS as error:
+            raise PaymentProviderUnavailable(f"Stripe unavailable: {error.user_message or error}") from error
+        return str(customer.id)
+
+    def save_payment_method(
+        self, *, partner_id: str, payment_method: str, customer_ref: str | None = None
+    ) -> SavedPaymentMethod:
+        customer_ref = customer_ref or self.create_customer(partner_id=partner_id)
+        try:
+            attached = self._client.v1.payment_methods.attach(payment_method, params={"customer": customer_ref})
         except stripe.CardError as error:
             raise PaymentDeclined(error.user_message or "card declined", decline_code=_decline_code(error)) from error
         except stripe.InvalidRequestError as error:
@@ -75,7 +84,7 @@ class StripePaymentProvider:
             ) from error
         except _TRANSIENT_ERRORS as error:
             raise PaymentProviderUnavailable(f"Stripe unavailable: {error.user_message or error}") from error
-        return SavedPaymentMethod(customer_ref=customer.id, payment_method_ref=attached.id)
+        return SavedPaymentMethod(customer_ref=customer_ref, payment_method_ref=attached.id)
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:
         params: dict[str, Any] = {
@@ -117,6 +126,28 @@ class StripePaymentProvider:
         if intent.status == "processing":
             return ChargeOutcome(ChargeStatus.DECLINED, intent.id, intent.status, f"payment intent is {intent.status}")
         return _outcome_of(intent)
+
+    def find_payment(self, request: ChargeRequest) -> ChargeOutcome | None:
+        """The customer's PaymentIntent whose metadata carries the request's reference. The list is read from
+        Stripe's primary store (Search, by contrast, lags up to a minute behind a new payment); a customer has
+        a few intents a year, so the pages are short. A succeeded one wins if a reference ever had two."""
+        found: list[stripe.PaymentIntent] = []
+        try:
+            intents = self._client.v1.payment_intents.list(
+                params={"customer": request.saved.customer_ref, "limit": 100}
+            )
+            for intent in intents.auto_paging_iter():
+                if (
+                    "idempotency_key" in intent.metadata
+                    and intent.metadata["idempotency_key"] == request.idempotency_key
+                ):
+                    found.append(intent)
+        except _TRANSIENT_ERRORS as error:
+            raise PaymentProviderUnavailable(f"Stripe unavailable: {error.user_message or error}") from error
+        if not found:
+            return None
+        paid = [intent for intent in found if intent.status == "succeeded"]
+        return _outcome_of(paid[0] if paid else found[0])
 
     def payment_status(self, payment_id: str) -> ChargeOutcome:
         try:
