@@ -1,4 +1,5 @@
-"""Partner API: activate the monthly billing option; read the plan's status."""
+"""Partner API: activate the monthly billing option; read the plan's status; give a new payment method and
+settle the unpaid invoices with it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from billing_core.api.http import (
 )
 from billing_core.api.openapi import Param, operation
 from billing_core.domain.errors import PaymentDeclined
-from billing_core.schemas import ActivatePlanRequest, ActivationOutcome, PlanStatusView
+from billing_core.schemas import (
+    ActivatePlanRequest,
+    ActivationOutcome,
+    PaymentMethodUpdate,
+    PlanStatusView,
+    UpdatePaymentMethodRequest,
+)
 from billing_core.wiring import services
 
 activate_api = Blueprint(__name__)
@@ -91,3 +98,44 @@ def activate_monthly_billing() -> Response:
 def plan_status() -> Response:
     identity = partner_identity(activate_api.current_request, billing=True)
     return json_response(services().activation.plan_status(identity))
+
+
+@activate_api.route("/plan/payment-method", methods=["PUT"], authorizer=partner_authorizer)
+@operation(
+    "Give a new payment method; every unpaid invoice is charged with it now",
+    request=UpdatePaymentMethodRequest,
+    responses={200: PaymentMethodUpdate},
+    headers={
+        "Idempotency-Key": Param(
+            "Chosen by the client per update: the same key and body replay the first answer (each invoice is "
+            "charged at most once)",
+            {"type": "string", "minLength": 1, "maxLength": 255},
+            required=True,
+        )
+    },
+    errors={
+        400: "the Idempotency-Key header is missing",
+        402: "the new payment method was refused when saved (`error.decline_code`); nothing changed",
+        409: "the monthly billing option was never activated (no customer to save the card for), or an invoice's "
+        "payment is being made right now (retry shortly)",
+        422: "the body names no payment method, or the Idempotency-Key was used before with another body",
+    },
+    billing=True,
+    tags=["Plan"],
+    description=(
+        "The way out of dunning. Saves the payment method on the partner's customer for every later charge, then "
+        "charges each unpaid invoice (declined with retries pending, or past due) with it now, oldest first, "
+        "each under its own exactly-once payment attempt: `settled` lists the invoices paid, `unpaid` those "
+        "declined again. A past-due plan is active again once no invoice is past due; until then it takes no "
+        "new workspace, and a cancelled plan with an unpaid invoice cannot be activated again."
+    ),
+)
+@answers_errors
+def update_payment_method() -> Response:
+    request = activate_api.current_request
+    identity = partner_identity(request, billing=True)
+    idempotency_key = required_header(request, "Idempotency-Key")
+    body = parse_body(request, UpdatePaymentMethodRequest)
+    wired = services()
+    wired.idempotency.register_lambda_context(activate_api.lambda_context)
+    return json_response(wired.settlement.update_payment_method(identity, idempotency_key, body))

@@ -404,3 +404,49 @@ class CancellationView(BaseModel):
     final_invoice_on: date | None = Field(description="The monthly run that invoices the final month, if any is due")
     workspaces_losing_protection: list[EndingWorkspaceView]
     confirmation_email_sent: bool
+
+
+class UpdatePaymentMethodRequest(RequestModel):
+    model_config = examples({"payment_method": "pm_card_mastercard"})
+
+    payment_method: str = Field(
+        min_length=1,
+        max_length=255,
+        description="Payment method token of the new card (from Stripe.js; e.g. pm_card_mastercard in the sandbox)",
+    )
+
+
+class SettledInvoiceView(BaseModel):
+    month: str
+    status: str
+    total: MoneyView
+    payment_id: str | None
+    failure_code: str | None
+
+
+class PaymentMethodUpdate(BaseModel):
+    """The new payment method is saved for every later charge, and each unpaid invoice was charged with it now,
+    oldest first: ``settled`` were paid, ``unpaid`` were declined again (``failure_code``). A plan past due
+    is active again once no invoice is past due any more."""
+
+    model_config = examples(
+        {
+            "plan_state": "active",
+            "payment_method": "pm_card_mastercard",
+            "settled": [
+                {
+                    "month": "2026-11",
+                    "status": "paid",
+                    "total": {"amount_minor": 7500, "currency": "USD", "display": "USD 75.00"},
+                    "payment_id": "pi_sbx_2f6c1e0d9a8b7c6d5e4f3a2b",
+                    "failure_code": None,
+                }
+            ],
+            "unpaid": [],
+        }
+    )
+
+    plan_state: str
+    payment_method: str
+    settled: list[SettledInvoiceView]
+    unpaid: list[SettledInvoiceView]

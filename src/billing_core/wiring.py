@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from billing_core.services.history import BillingHistoryService
     from billing_core.services.metering import MeteringService
     from billing_core.services.monthly_charge import MonthlyChargeService, MonthlyRunDispatcher
+    from billing_core.services.settlement import SettlementService
     from billing_core.services.subscriptions import SubscriptionService
     from billing_core.services.workspaces import WorkspaceService
 
@@ -73,6 +74,19 @@ class Services:
         )
 
     @functools.cached_property
+    def settlement(self) -> SettlementService:
+        from billing_core.services.settlement import SettlementService
+
+        return SettlementService(
+            plans=self.store,
+            invoices=self.invoices,
+            payments=self.payments,
+            charge=self.monthly_charge,
+            clock=self.clock,
+            idempotency=self.idempotency,
+        )
+
+    @functools.cached_property
     def workspaces(self) -> WorkspaceService:
         from billing_core.services.workspaces import WorkspaceService
 
@@ -106,7 +120,7 @@ class Services:
     def payments(self) -> PaymentProvider:
         from billing_core.adapters.payments import build_payment_provider
 
-        return self._payments or build_payment_provider(self.settings)
+        return self._payments or build_payment_provider(self.settings, self.clock)
 
     @functools.cached_property
     def invoices(self) -> DynamoInvoiceStore:

@@ -150,6 +150,14 @@ ROWS: list[Row] = [
     ),
     Row("GET", "/plan", Expect(401, 200, 403, 200, 200)),
     Row(
+        "PUT",
+        "/plan/payment-method",
+        # The other partner never activated: no customer to save the card for.
+        Expect(no_token=401, other_partner=409, technician=403, owner=200, billing_admin=200),
+        body={"payment_method": "pm_card_mastercard"},
+        headers={"Idempotency-Key": "matrix-payment-method"},
+    ),
+    Row(
         "POST",
         "/workspaces",
         # The other partner's own plan is not active.

@@ -107,7 +107,14 @@ from billing_core.adapters.dynamodb.usage import LateUsageItem, RejectionItem
 from billing_core.catalog_documents import parse_price_list
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.errors import BillingError, Conflict, InvalidRequest, PlanNotActive, TransientFailure
+from billing_core.domain.errors import (
+    BillingError,
+    Conflict,
+    InvalidRequest,
+    PlanNotActive,
+    TransientFailure,
+    UnpaidInvoice,
+)
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.domain.invoicing import Invoice, InvoiceLine, InvoiceStatus
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable, SavedPaymentMethod
@@ -121,6 +128,7 @@ from billing_core.schemas import (
     CancelPlanRequest,
     ChangeWorkspaceLicenceRequest,
     CreateWorkspaceRequest,
+    UpdatePaymentMethodRequest,
 )
 from billing_core.services.cancellation import CancellationService, PlanEndOutcome
 from billing_core.services.metering import InboundMessage
@@ -1094,6 +1102,13 @@ class BillingModel(RuleBasedStateMachine):
                 self.rig.services.activation.activate_monthly_billing(self.identity, key, request)
             self.count("activation.refused_final_invoice_pending")
             return
+        if self.owes_an_invoice():
+            # An unpaid invoice must be settled before the plan is active again (dunning is no dead end, but
+            # not escapable by activating anew either).
+            with pytest_raises(UnpaidInvoice):
+                self.rig.services.activation.activate_monthly_billing(self.identity, key, request)
+            self.count("activation.refused_unpaid_invoice")
+            return
         outcome = self.rig.services.activation.activate_monthly_billing(self.identity, key, request)
         self.activation_keys[key] = (card, outcome.status)
         if card == VISA:
@@ -1112,6 +1127,13 @@ class BillingModel(RuleBasedStateMachine):
             self.plan.state = "cancelled" if self.plan.state == "cancelled" else "inactive"
             self.count("declines.activation")
 
+    def owes_an_invoice(self) -> bool:
+        """An invoice is declined or past due (their states are checked against the rules on every step), or
+        the plan remembers a past-due month."""
+        invoices, _ = self.rig.services.invoices.list_invoices(self.partner, limit=100, after=None)
+        plan = self.rig.services.store.load_plan(self.partner)
+        return plan.past_due_month is not None or any(invoice.unpaid for invoice in invoices)
+
     def in_grey_window(self) -> bool:
         """The plan's end date is over but the end-of-plan schedule has not fired yet: the rules say the
         plan has ended, the system still holds it as live until the (late) firing."""
@@ -1123,8 +1145,9 @@ class BillingModel(RuleBasedStateMachine):
     def create_workspace(self, edition: str, cap: int) -> None:
         self.count("steps.create_workspace")
         request = CreateWorkspaceRequest(name=f"Customer {len(self.workspaces) + 1}", edition=edition, max_devices=cap)
-        if self.plan.state not in LIVE or self.in_grey_window():
-            # Nothing joins a plan whose end date is over, even while the end-of-plan schedule is late.
+        if self.plan.state not in LIVE or self.plan.state == "past_due" or self.in_grey_window():
+            # Nothing joins a plan whose end date is over, even while the end-of-plan schedule is late, nor a
+            # past-due plan (dunning).
             with pytest_raises(PlanNotActive):
                 self.rig.services.workspaces.create_workspace(self.identity, request)
             return
@@ -1308,6 +1331,24 @@ class BillingModel(RuleBasedStateMachine):
             self.rig.provider.failing.discard(self.partner)
         if event != "keep":
             self.count(f"card.{event}")
+
+    @precondition(lambda self: self.plan.activated_at is not None and self.crashed is None)
+    @rule()
+    def pay_with_a_new_card(self) -> None:
+        """The partner gives a new card (PUT /plan/payment-method): every declined or past-due invoice is
+        charged with it now, once, and a past-due plan is active again."""
+        self.count("steps.new_card")
+        invoices, _ = self.rig.services.invoices.list_invoices(self.partner, limit=100, after=None)
+        owed = sorted(str(invoice.month) for invoice in invoices if invoice.unpaid)
+        self.rig.provider.failing.discard(self.partner)
+        answer = self.rig.services.settlement.update_payment_method(
+            self.identity, uuid.uuid4().hex, UpdatePaymentMethodRequest(payment_method=VISA)
+        )
+        assert sorted(view.month for view in answer.settled) == owed and answer.unpaid == [], (answer, owed)
+        self.count("settlement.invoices_settled", len(owed))
+        if self.plan.state == "past_due":
+            self.plan.state = "active"
+        self.past_due_while_cancelling = False  # nothing is past due any more
 
     @rule(
         days=st.integers(1, 9),
@@ -1558,7 +1599,7 @@ class BillingModel(RuleBasedStateMachine):
         offered = offered_end_dates(self.now)
         ends_on = offered[choice] if choice < 3 else offered[0] - timedelta(days=1)
         request = CancelPlanRequest(ends_on=ends_on)
-        allowed = self.plan.state in ("active", "cancellation_scheduled") and not self.in_grey_window()
+        allowed = self.plan.state in ("active", "cancellation_scheduled", "past_due") and not self.in_grey_window()
         if not allowed:
             with pytest_raises(PlanNotActive):
                 self.rig.cancellation.cancel_plan(self.identity, request)
@@ -1574,6 +1615,8 @@ class BillingModel(RuleBasedStateMachine):
         }
         if self.plan.ends_on is not None and self.plan.ends_on != ends_on:
             self.plan.withdrawn.append(self.plan.ends_on)
+        if self.plan.state == "past_due":
+            self.past_due_while_cancelling = True  # a reactivation returns to past due
         self.plan.state, self.plan.ends_on = "cancellation_scheduled", ends_on
         assert (self.partner, ends_on) in self.rig.schedules.schedules
         self.count("cancellations")

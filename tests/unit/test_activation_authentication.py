@@ -14,6 +14,7 @@ from billing_core.domain.errors import (
     AuthenticationPending,
     ConcurrentModification,
     IdempotencyKeyReused,
+    PaymentDeclined,
     PlanAlreadyActive,
 )
 from billing_core.domain.identity import PartnerIdentity, Role
@@ -404,3 +405,21 @@ def test_the_plan_status_shows_the_payment_waiting_for_authentication_until_it_c
     setup.clock.advance(timedelta(minutes=2))
     setup.service.activate_monthly_billing(OWNER, "k1", THREE_DS)
     assert setup.service.plan_status(OWNER).awaiting_authentication is None
+
+
+def test_sandbox_cards_that_decline_monthly_charges_pay_the_activation() -> None:
+    clock = FixedClock(datetime(2026, 11, 1, 0, 5, tzinfo=UTC))
+    sandbox = SandboxPaymentProvider(clock)
+
+    assert sandbox.charge(sandbox_request("pm_card_offSessionDeclined", off_session=False)).succeeded
+    declined = sandbox.charge(sandbox_request("pm_card_offSessionDeclined", off_session=True))
+    assert (declined.status, declined.decline_code) == (ChargeStatus.DECLINED, "card_declined")
+
+    until = "pm_card_declinedUntil_2026-11-05"
+    assert sandbox.save_payment_method(partner_id="p1", payment_method=until).payment_method_ref == until
+    assert sandbox.charge(sandbox_request(until, off_session=False)).succeeded
+    assert sandbox.charge(sandbox_request(until, off_session=True)).decline_code == "insufficient_funds"
+    clock.current = datetime(2026, 11, 5, 0, 5, tzinfo=UTC)  # the retry on the 5th succeeds
+    assert sandbox.charge(sandbox_request(until, off_session=True)).succeeded
+    with pytest.raises(PaymentDeclined):
+        sandbox.save_payment_method(partner_id="p1", payment_method="pm_card_declinedUntil_someday")

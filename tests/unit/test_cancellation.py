@@ -71,10 +71,18 @@ def test_any_other_end_date_is_refused_naming_the_allowed_ones(ends_on: date) ->
     assert "2026-11-30, 2026-12-31, 2027-01-31" in refused.value.problems[0].message
 
 
-@pytest.mark.parametrize("state", [PlanState.INACTIVE, PlanState.ACTIVATING, PlanState.PAST_DUE, PlanState.CANCELLED])
-def test_only_an_active_plan_can_be_cancelled(state: PlanState) -> None:
+# (A past-due plan was refused here too until issue 27 item 3: cancelling is one way out of dunning.)
+@pytest.mark.parametrize("state", [PlanState.INACTIVE, PlanState.ACTIVATING, PlanState.CANCELLED])
+def test_only_a_live_plan_can_be_cancelled(state: PlanState) -> None:
     with pytest.raises(PlanNotActive):
         replace(active_plan(), state=state).schedule_cancellation(END_OF_DECEMBER, NOW)
+
+
+def test_a_past_due_plan_can_be_cancelled_and_a_reactivation_returns_it_to_past_due() -> None:
+    past_due = active_plan().mark_past_due(BillingMonth(2026, 10))
+    scheduled = past_due.schedule_cancellation(END_OF_DECEMBER, NOW)
+    assert (scheduled.state, scheduled.past_due_month) == (PlanState.CANCELLATION_SCHEDULED, BillingMonth(2026, 10))
+    assert scheduled.reactivate(NOW).state is PlanState.PAST_DUE
 
 
 def test_reactivation_restores_the_plan_until_the_end_date_is_over_and_not_after() -> None:

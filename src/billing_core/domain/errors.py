@@ -52,6 +52,18 @@ class PlanNotActive(Conflict):
     code = "plan_not_active"
 
 
+class PlanPastDue(PlanNotActive):
+    """The plan has a past-due invoice: no workspace joins it until the partner settles it."""
+
+    code = "plan_past_due"
+
+
+class UnpaidInvoice(Conflict):
+    """An invoice of the partner is unpaid: it must be settled before the plan is active again."""
+
+    code = "unpaid_invoice"
+
+
 class ActivationInProgress(Conflict):
     code = "activation_in_progress"
 

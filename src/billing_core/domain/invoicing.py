@@ -204,6 +204,26 @@ class Invoice:
             payment_lease_until=now + PAYMENT_LEASE,
         )
 
+    def begin_settlement_attempt(self, now: datetime) -> Invoice:
+        """Claim an attempt now, outside the retry days: the partner gave a new payment method to settle this
+        declined or past-due invoice (an open attempt stays as it is)."""
+        if self.status not in (InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.PAST_DUE):
+            raise Conflict(f"invoice {self.partner_id}/{self.month} is {self.status.value}: nothing to settle")
+        if self.payment_attempt_started_at is not None:
+            return self
+        now = require_utc(now)
+        return replace(
+            self,
+            payment_attempts=self.payment_attempts + 1,
+            payment_attempt_started_at=now,
+            payment_lease_until=now + PAYMENT_LEASE,
+        )
+
+    @property
+    def unpaid(self) -> bool:
+        """Declined (retries pending) or past due: the partner owes it."""
+        return self.status in (InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.PAST_DUE)
+
     def take_over_payment_attempt(self, now: datetime) -> Invoice:
         """Resume an attempt claimed earlier but without an outcome, with the same number (and key), once its
         lease is over or was given up: its worker died or lost the provider's answer. The provider may have

@@ -15,6 +15,7 @@ from billing_core.domain.errors import (
     InvalidRequest,
     PlanAlreadyActive,
     PlanNotActive,
+    PlanPastDue,
     TransientFailure,
 )
 from billing_core.domain.money import Money
@@ -31,6 +32,7 @@ class PlanState(StrEnum):
 
 # States in which the plan exists for billing: workspaces may be on it and seats are charged.
 LIVE_STATES = frozenset({PlanState.ACTIVE, PlanState.CANCELLATION_SCHEDULED, PlanState.PAST_DUE})
+CANCELLABLE_STATES = LIVE_STATES
 # States from which a (new) activation may start.
 ACTIVATABLE_STATES = frozenset({PlanState.INACTIVE, PlanState.CANCELLED})
 # An activation claim older than this is considered abandoned (its Lambda died) and may be resumed
@@ -166,6 +168,16 @@ class Plan:
         ended life's committed licence terms still run to their end and are billed."""
         return self.ended_on is not None and self.state in (PlanState.CANCELLED, PlanState.ACTIVATING)
 
+    def require_open_to_new_workspaces(self, now: datetime) -> None:
+        """Live, its end date not over, and not past due (dunning: the workspaces already on a past-due plan stay
+        protected, no new one joins until the unpaid invoice is settled)."""
+        self.require_live(now)
+        if self.state is PlanState.PAST_DUE:
+            raise PlanPastDue(
+                f"the invoice of {self.past_due_month} is past due: give a new payment method "
+                "(PUT /plan/payment-method) to settle it; until then no workspace joins the plan"
+            )
+
     @property
     def visited_by_monthly_runs(self) -> bool:
         """Live plans, and ended ones until a run for a month after their final month retires them."""
@@ -270,8 +282,9 @@ class Plan:
 
     # -- cancellation ----------------------------------------------------------------------------
     def schedule_cancellation(self, ends_on: date, now: datetime) -> Plan:
-        """End the plan on one of the offered dates. Cancelling again replaces the date."""
-        if self.state not in (PlanState.ACTIVE, PlanState.CANCELLATION_SCHEDULED) or not self.licence_active_at(now):
+        """End the plan on one of the offered dates. Cancelling again replaces the date. A past-due plan can be
+        cancelled too (it remembers the unpaid month, which a reactivation returns to)."""
+        if self.state not in CANCELLABLE_STATES or not self.licence_active_at(now):
             raise PlanNotActive(f"only an active plan can be cancelled; this plan is {self.state.value}")
         offered = cancellation_end_dates(now)
         if ends_on not in offered:

@@ -91,7 +91,7 @@ class Workspace:
         return replace(self, on_plan=False, licence_ended_on=ends_on)
 
     def put_on_plan(self, *, plan: Plan, prices: PriceList, edition: str, max_devices: int, now: datetime) -> Workspace:
-        plan.require_live(now)
+        plan.require_open_to_new_workspaces(now)
         if self.on_plan:
             raise Conflict(f"workspace {self.workspace_id} is already on the monthly billing plan")
         prices.require_edition(edition)

@@ -17,6 +17,7 @@ from billing_core.domain.errors import (
     IdempotencyKeyReused,
     PaymentDeclined,
     PlanAlreadyActive,
+    UnpaidInvoice,
 )
 from billing_core.domain.identity import PartnerIdentity
 from billing_core.domain.money import Money
@@ -352,6 +353,16 @@ class ActivationService:
                 f"the final invoice of the cancelled plan ({final}) is made by the monthly run on "
                 f"{final.next().first_day}; activate again after it",
                 code="final_invoice_pending",
+            )
+        if plan.activated_at is None:
+            return  # never active: nothing was ever invoiced
+        invoices, _ = self.invoices.list_invoices(plan.partner_id, limit=24, after=None)
+        unpaid = sorted(str(invoice.month) for invoice in invoices if invoice.unpaid)
+        if unpaid or plan.past_due_month is not None:
+            months = ", ".join(unpaid) or str(plan.past_due_month)
+            raise UnpaidInvoice(
+                f"the invoice of {months} is unpaid: settle it with a new payment method "
+                "(PUT /plan/payment-method) before the plan is activated again"
             )
 
     def plan_status(self, identity: PartnerIdentity) -> PlanStatusView:

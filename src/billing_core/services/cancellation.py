@@ -22,7 +22,7 @@ from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import PlanNotActive, TransientFailure
 from billing_core.domain.identity import PartnerIdentity
-from billing_core.domain.plan import Plan, PlanState, cancellation_end_dates, plan_end_instant
+from billing_core.domain.plan import CANCELLABLE_STATES, Plan, PlanState, cancellation_end_dates, plan_end_instant
 from billing_core.domain.pricing import Prices
 from billing_core.domain.reporting import (
     EndingLicence,
@@ -75,7 +75,7 @@ class CancellationService:
     def cancellation_options(self, identity: PartnerIdentity) -> CancellationOptionsView:
         plan = self.plans.load_plan(identity.partner_id)
         now = self.clock.now()
-        if plan.state not in (PlanState.ACTIVE, PlanState.CANCELLATION_SCHEDULED) or not plan.licence_active_at(now):
+        if plan.state not in CANCELLABLE_STATES or not plan.licence_active_at(now):
             raise PlanNotActive(f"only an active plan can be cancelled; this plan is {plan.state.value}")
         return CancellationOptionsView(
             options=[

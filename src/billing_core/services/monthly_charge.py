@@ -24,7 +24,13 @@ from datetime import datetime
 
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.errors import ConcurrentModification, InvalidRequest, PaymentDeclined, TransientFailure
+from billing_core.domain.errors import (
+    ConcurrentModification,
+    InvalidRequest,
+    NotFound,
+    PaymentDeclined,
+    TransientFailure,
+)
 from billing_core.domain.invoicing import (
     Invoice,
     InvoiceLine,
@@ -110,6 +116,34 @@ class MonthlyChargeService:
             # Also on a re-run: the run that recorded the last decline may have died before this write.
             self._mark_plan_past_due(partner_id, invoice.month)
         return self._report(plan, invoice)
+
+    def settle_invoice_now(self, partner_id: str, month: BillingMonth) -> Invoice:
+        """Charge a declined or past-due invoice now, outside the retry days, with the plan's payment method
+        (the partner just gave a new one), under the same exactly-once machinery as the run; once no invoice is
+        past due any more, a past-due plan is active again."""
+        plan = self.plans.load_plan(partner_id)
+        invoice = self.invoices.load_invoice(partner_id, month)
+        if invoice is None:
+            raise NotFound(f"no invoice for {month}")
+        if invoice.unpaid or invoice.payment_attempt_started_at is not None:
+            invoice = self._pay(plan, invoice, lease_held=False, settling=True)
+        if invoice.settled:
+            self._clear_past_due_once_settled(partner_id)
+        return self._report(plan, invoice)
+
+    def _clear_past_due_once_settled(self, partner_id: str) -> None:
+        plan = self.plans.load_plan(partner_id)
+        if plan.past_due_month is None:
+            return
+        invoices, _ = self.invoices.list_invoices(partner_id, limit=24, after=None)
+        if any(invoice.status is InvoiceStatus.PAST_DUE for invoice in invoices):
+            return
+        self.plans.save_plan(
+            plan.clear_past_due(),
+            audit=AuditEvent(
+                partner_id, "plan_past_due_settled", self.clock.now(), ACTOR, {"month": str(plan.past_due_month)}
+            ),
+        )
 
     def _subscription_part(self, plan: Plan, month: BillingMonth) -> tuple[list[InvoiceLine], Money | None]:
         """The licence subscriptions' charges and credits billed in ``month`` (their charge schedules are
@@ -261,7 +295,7 @@ class MonthlyChargeService:
                 ),
             )
 
-    def _pay(self, plan: Plan, invoice: Invoice, *, lease_held: bool) -> Invoice:
+    def _pay(self, plan: Plan, invoice: Invoice, *, lease_held: bool, settling: bool = False) -> Invoice:
         """One payment attempt, exactly once. The attempt is claimed with a lease before the provider is
         called (a second worker backs off while it runs: ``PaymentAttemptInProgress``). An attempt claimed
         earlier that has no outcome (its worker died, or lost the provider's answer) is taken over and its
@@ -272,6 +306,9 @@ class MonthlyChargeService:
             if resumed:
                 claimed = invoice.take_over_payment_attempt(now)
                 event = "payment_attempt_resumed"
+            elif settling:
+                claimed = invoice.begin_settlement_attempt(now)
+                event = "settlement_attempt_started"
             else:
                 claimed = invoice.begin_payment_attempt(now)
                 event = "payment_attempt_started"

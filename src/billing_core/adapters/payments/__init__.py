@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from billing_core.ports import PaymentProvider
+from billing_core.ports import Clock, PaymentProvider
 from billing_core.settings import BillingSettings
 
 
-def build_payment_provider(settings: BillingSettings) -> PaymentProvider:
+def build_payment_provider(settings: BillingSettings, clock: Clock | None = None) -> PaymentProvider:
     if settings.payment_provider == "stripe":
         from billing_core.adapters.secrets import stripe_secret_key
 
@@ -22,4 +22,4 @@ def build_payment_provider(settings: BillingSettings) -> PaymentProvider:
         )
     from billing_core.adapters.payments.sandbox import SandboxPaymentProvider
 
-    return SandboxPaymentProvider()
+    return SandboxPaymentProvider(clock)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal, get_args
 
+from billing_core.adapters.clock import SystemClock
 from billing_core.domain.errors import PaymentDeclined
 from billing_core.domain.payments import (
     AUTHENTICATION_FAILED,
@@ -26,6 +28,7 @@ from billing_core.domain.payments import (
     ChargeStatus,
     SavedPaymentMethod,
 )
+from billing_core.ports import Clock
 
 # How the sandbox's customer answers a 3-D Secure challenge (see the module docstring).
 Authentication = Literal["completes", "fails", "never"]
@@ -47,6 +50,10 @@ class SandboxCard:
     # Declines only the first attempt of each monthly charge (keys end in ":attempt-1"): funds arrive
     # before the retry on the 3rd. Deterministic, because the attempt number is part of the key.
     first_attempt_decline: str | None = None
+    # Pays the activation (on-session), then declines every off-session (monthly) charge this way.
+    off_session_decline: str | None = None
+    # Declines every off-session charge made before this day (``pm_card_declinedUntil_YYYY-MM-DD``).
+    declined_until: date | None = None
 
 
 SANDBOX_CARDS: dict[str, SandboxCard] = {
@@ -61,6 +68,10 @@ SANDBOX_CARDS: dict[str, SandboxCard] = {
     ),
     "pm_card_chargeCustomerFail": SandboxCard(
         "saves, then every charge is declined: card_declined", charge_decline="card_declined"
+    ),
+    "pm_card_offSessionDeclined": SandboxCard(
+        "saves and pays the activation; every monthly (off-session) charge is declined: card_declined",
+        off_session_decline="card_declined",
     ),
     "pm_card_insufficientFundsFirstAttempt": SandboxCard(
         "saves; each month's first charge is declined (insufficient_funds), the retry succeeds",
@@ -92,8 +103,26 @@ def _digest(text: str, length: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+# Pays the activation; every monthly charge made before the day in its name is declined (insufficient_funds).
+DECLINED_UNTIL_PREFIX = "pm_card_declinedUntil_"
+
+
+def sandbox_card(payment_method: str) -> SandboxCard | None:
+    """The sandbox card a payment method names (a fixed one, or ``pm_card_declinedUntil_YYYY-MM-DD``)."""
+    if payment_method.startswith(DECLINED_UNTIL_PREFIX):
+        try:
+            until = date.fromisoformat(payment_method.removeprefix(DECLINED_UNTIL_PREFIX))
+        except ValueError:
+            return None
+        return SandboxCard(f"monthly charges declined until {until.isoformat()}", declined_until=until)
+    return SANDBOX_CARDS.get(payment_method)
+
+
 class SandboxPaymentProvider:
     name = "sandbox"
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()  # only cards that decline until a day read it
 
     def create_customer(self, *, partner_id: str) -> str:
         return f"cus_sbx_{_digest(partner_id, 16)}"
@@ -101,9 +130,9 @@ class SandboxPaymentProvider:
     def save_payment_method(
         self, *, partner_id: str, payment_method: str, customer_ref: str | None = None
     ) -> SavedPaymentMethod:
-        card = SANDBOX_CARDS.get(payment_method)
+        card = sandbox_card(payment_method)
         if card is None:
-            known = ", ".join(SANDBOX_CARDS)
+            known = ", ".join([*SANDBOX_CARDS, f"{DECLINED_UNTIL_PREFIX}YYYY-MM-DD"])
             raise PaymentDeclined(
                 f"unknown sandbox payment method {payment_method!r}; use one of: {known}",
                 decline_code="payment_method_invalid",
@@ -114,7 +143,7 @@ class SandboxPaymentProvider:
         return SavedPaymentMethod(customer_ref=customer_ref, payment_method_ref=payment_method)
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        card = SANDBOX_CARDS.get(request.saved.payment_method_ref)
+        card = sandbox_card(request.saved.payment_method_ref)
         payment_id = f"pi_sbx_{_digest(request.idempotency_key, 24)}"
         if card is None:
             return ChargeOutcome(ChargeStatus.DECLINED, payment_id, "payment_method_invalid", "Unknown payment method.")
@@ -123,6 +152,10 @@ class SandboxPaymentProvider:
         decline = card.charge_decline
         if card.first_attempt_decline and request.idempotency_key.endswith(":attempt-1"):
             decline = card.first_attempt_decline
+        if request.off_session and card.off_session_decline:
+            decline = card.off_session_decline
+        if request.off_session and card.declined_until and self._clock.now().date() < card.declined_until:
+            decline = "insufficient_funds"
         if decline:
             return ChargeOutcome(ChargeStatus.DECLINED, payment_id, decline, DECLINE_MESSAGES[decline])
         return ChargeOutcome(ChargeStatus.SUCCEEDED, payment_id)
