@@ -83,10 +83,15 @@ class InMemoryBillingStore:
     def list_workspaces(self, partner_id: str) -> list[Workspace]:
         return [w for w in self.workspaces.values() if w.partner_id == partner_id]
 
-    def save_workspace(self, workspace: Workspace, *, audit: AuditEvent) -> Workspace:
+    def save_workspace(
+        self, workspace: Workspace, *, audit: AuditEvent, while_plan_is: Plan | None = None
+    ) -> Workspace:
         stored = self.workspaces.get(workspace.workspace_id)
         if (stored.version if stored else None) != workspace.version:
             raise ConcurrentModification("workspace changed")
+        plan = self.plans.get(workspace.partner_id)
+        if while_plan_is is not None and (plan.version if plan else None) != while_plan_is.version:
+            raise ConcurrentModification("plan changed")
         saved = replace(workspace, version=(workspace.version or 0) + 1)
         self.workspaces[workspace.workspace_id] = saved
         self.audit.append(audit)

@@ -48,8 +48,11 @@ class WorkspaceStore(Protocol):
 
     def list_workspaces(self, partner_id: str) -> list[Workspace]: ...
 
-    def save_workspace(self, workspace: Workspace, *, audit: AuditEvent) -> Workspace:
-        """Atomically write the workspace (only if unchanged since loaded) and its audit event."""
+    def save_workspace(
+        self, workspace: Workspace, *, audit: AuditEvent, while_plan_is: Plan | None = None
+    ) -> Workspace:
+        """Atomically write the workspace (only if unchanged since loaded) and its audit event; with
+        ``while_plan_is``, only while the partner's plan is still that version (else ``ConcurrentModification``)."""
         ...
 
 

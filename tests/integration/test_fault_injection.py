@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from unittest import mock
 
@@ -604,8 +604,10 @@ class RacingWorkspaces:
             self.after_list()
         return listed
 
-    def save_workspace(self, workspace: Workspace, *, audit: AuditEvent) -> Workspace:
-        return self.inner.save_workspace(workspace, audit=audit)
+    def save_workspace(
+        self, workspace: Workspace, *, audit: AuditEvent, while_plan_is: Plan | None = None
+    ) -> Workspace:
+        return self.inner.save_workspace(workspace, audit=audit, while_plan_is=while_plan_is)
 
 
 def ended_world(settings: BillingSettings) -> tuple[World, CancellationService]:
@@ -927,3 +929,73 @@ def test_a_month_invoiced_after_the_next_one_is_never_billed_beyond_its_cap(sett
     invoices, _ = world.wired.invoices.list_invoices(world.partner, limit=10, after=None)
     october_seats = sum(line.seats for invoice in invoices for line in invoice.lines if line.month == OCTOBER)
     assert october_seats == min(2 + 2, 3), [(i.month, i.lines) for i in invoices]
+
+
+class ActivatedAgainRightAfterTheEnd:
+    """A PlanStore where the partner activates again the moment the firing has marked the plan ended."""
+
+    def __init__(self, inner: PlanStore, after_end: Callable[[], None]) -> None:
+        self.inner, self.after_end, self.raced = inner, after_end, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def save_plan(self, plan: Plan, *, audit: AuditEvent, payment: Any = None) -> Plan:
+        saved = self.inner.save_plan(plan, audit=audit, payment=payment)
+        if audit.event_type == "plan_ended" and not self.raced:
+            self.raced = True
+            self.after_end()
+        return saved
+
+
+def test_a_new_activation_right_after_the_end_keeps_the_licences_of_its_new_plan(settings: BillingSettings) -> None:
+    """Activated and cancelled in the same month (no final invoice to wait for): the partner activates again
+    between the firing's plan write and its last sweep, and puts a workspace on the new plan. The sweep's
+    writes are conditional on the ended plan's version, so the new plan's licence is never ended (before the
+    fix, the sweep ended it: an active plan with an ended licence)."""
+    clock = FixedClock(datetime(2026, 11, 10, 9, tzinfo=UTC))
+    wired = Services(settings, clock=clock)
+    partner = new_partner_id()
+    owner = PartnerIdentity(partner, Role.OWNER, "owner", email=f"billing@{partner}.example")
+    assert wired.activation.activate_monthly_billing(owner, "k1", ActivatePlanRequest(payment_method="pm_card_visa"))
+    old = wired.workspaces.create_workspace(
+        owner, CreateWorkspaceRequest(name="Old", edition="anti-malware", max_devices=2)
+    )
+    service = cancellation_of(wired, clock)
+    service.cancel_plan(owner, CancelPlanRequest(ends_on=date(2026, 11, 30)))
+    clock.current = datetime(2026, 12, 1, 0, 0, 30, tzinfo=UTC)
+    new: list[str] = []
+
+    def activate_again() -> None:
+        again = wired.activation.activate_monthly_billing(
+            owner, "k2", ActivatePlanRequest(payment_method="pm_card_visa")
+        )
+        assert again.status == "activated"
+        created = wired.workspaces.create_workspace(
+            owner, CreateWorkspaceRequest(name="New life", edition="anti-malware", max_devices=3)
+        )
+        new.append(created.workspace_id)
+
+    racing = replace(service, plans=ActivatedAgainRightAfterTheEnd(wired.store, activate_again))
+    assert racing.end_plan_as_scheduled(partner, date(2026, 11, 30)) is PlanEndOutcome.ENDED
+
+    assert wired.store.load_plan(partner).state is PlanState.ACTIVE
+    kept = wired.store.load_workspace(new[0])
+    assert kept is not None and kept.on_plan and kept.licence_ended_on is None
+    ended = wired.store.load_workspace(old.workspace_id)
+    assert ended is not None and not ended.on_plan and ended.licence_ended_on == date(2026, 11, 30)
+    # A re-fire of the schedule (a retry) is stale now: the plan goes on.
+    assert racing.end_plan_as_scheduled(partner, date(2026, 11, 30)) is PlanEndOutcome.STALE
+
+
+def cancellation_of(wired: Services, clock: FixedClock) -> CancellationService:
+    return CancellationService(
+        plans=wired.store,
+        workspaces=wired.store,
+        usage=wired.usage,
+        schedules=InMemoryPlanEndSchedules(),
+        mailer=wired.mailer,
+        clock=clock,
+        subscriptions=wired.subscription_store,
+        prices=wired.prices,
+    )

@@ -13,6 +13,7 @@ Order of writes, so that no crash or race can end a plan early or leave it unend
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,7 +21,7 @@ from enum import StrEnum
 
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.errors import PlanNotActive, TransientFailure
+from billing_core.domain.errors import ConcurrentModification, PlanNotActive, TransientFailure
 from billing_core.domain.identity import PartnerIdentity
 from billing_core.domain.plan import CANCELLABLE_STATES, Plan, PlanState, cancellation_end_dates, plan_end_instant
 from billing_core.domain.pricing import Prices
@@ -143,12 +144,15 @@ class CancellationService:
         ended = plan.end_as_scheduled(ends_on, now)  # raises PlanEndNotDue when fired early: retried
         if ended is None:
             return PlanEndOutcome.STALE
-        ended_workspaces = self._end_licences(partner_id, ends_on, now)
+        # Every licence write is conditional on the plan's version as read here: a plan changed meanwhile (a
+        # reactivation, a new activation) fails the firing (retried, then stale) instead of ending licences
+        # of a plan that goes on.
+        ended_workspaces = self._end_licences(partner_id, ends_on, now, plan)
         # Before the plan is marked ended (a re-fire after a crash repeats this): stored, so a later plan
         # life never renews them.
         self._end_subscriptions(partner_id, ends_on, now)
         final = ended.final_month
-        self.plans.save_plan(
+        saved = self.plans.save_plan(
             ended,
             audit=AuditEvent(
                 partner_id,
@@ -162,8 +166,10 @@ class CancellationService:
                 },
             ),
         )
-        # A workspace put on the plan just before the end whose write the first listing did not see yet.
-        self._end_licences(partner_id, ends_on, now)
+        # A workspace put on the plan just before the end whose write the first listing did not see yet (never
+        # one of a new plan life activated since: the plan's version guards each write).
+        with contextlib.suppress(ConcurrentModification):
+            self._end_licences(partner_id, ends_on, now, saved)
         return PlanEndOutcome.ENDED
 
     def _end_subscriptions(self, partner_id: str, ends_on: date, now: datetime) -> None:
@@ -186,12 +192,13 @@ class CancellationService:
                     ),
                 )
 
-    def _end_licences(self, partner_id: str, ends_on: date, now: datetime) -> list[str]:
+    def _end_licences(self, partner_id: str, ends_on: date, now: datetime, plan: Plan) -> list[str]:
         ended = []
         for workspace in self.workspaces.list_workspaces(partner_id):
             if workspace.on_plan:
                 self.workspaces.save_workspace(
                     workspace.end_licence(ends_on),
+                    while_plan_is=plan,
                     audit=AuditEvent(
                         partner_id,
                         "licence_ended",

@@ -177,7 +177,9 @@ class DynamoBillingStore:
                 found[item.workspace_id] = workspace_from_item(item)
         return [found[workspace_id] for workspace_id in order if workspace_id in found]
 
-    def save_workspace(self, workspace: Workspace, *, audit: AuditEvent) -> Workspace:
+    def save_workspace(
+        self, workspace: Workspace, *, audit: AuditEvent, while_plan_is: Plan | None = None
+    ) -> Workspace:
         item = WorkspaceItem(
             pk=workspace_pk(workspace.workspace_id),
             sk=WORKSPACE_SK,
@@ -209,6 +211,13 @@ class DynamoBillingStore:
                 )
                 transaction.save(pointer, condition=PartnerWorkspaceItem.pk.does_not_exist())
             transaction.save(audit_item(audit), condition=AuditItem.pk.does_not_exist())
+            if while_plan_is is not None:
+                transaction.condition_check(
+                    PlanItem,
+                    partner_pk(while_plan_is.partner_id),
+                    PLAN_SK,
+                    condition=PlanItem.version == while_plan_is.version,
+                )
         return replace(workspace, version=item.version)
 
     # -- helpers ---------------------------------------------------------------------------------
