@@ -194,21 +194,16 @@ class Invoice:
         is: ``take_over_payment_attempt`` resumes it)."""
         if self.settled or self.status is InvoiceStatus.PAST_DUE:
             raise Conflict(f"invoice {self.partner_id}/{self.month} is {self.status.value}")
-        if self.payment_attempt_started_at is not None:
-            return self
-        now = require_utc(now)
-        return replace(
-            self,
-            payment_attempts=self.payment_attempts + 1,
-            payment_attempt_started_at=now,
-            payment_lease_until=now + PAYMENT_LEASE,
-        )
+        return self._claim_next_attempt(now)
 
     def begin_settlement_attempt(self, now: datetime) -> Invoice:
         """Claim an attempt now, outside the retry days: the partner gave a new payment method to settle this
         declined or past-due invoice (an open attempt stays as it is)."""
-        if self.status not in (InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.PAST_DUE):
+        if not self.unpaid:
             raise Conflict(f"invoice {self.partner_id}/{self.month} is {self.status.value}: nothing to settle")
+        return self._claim_next_attempt(now)
+
+    def _claim_next_attempt(self, now: datetime) -> Invoice:
         if self.payment_attempt_started_at is not None:
             return self
         now = require_utc(now)
