@@ -9,8 +9,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.errors import PaymentDeclined, PlanPastDue, UnpaidInvoice
+from billing_core.domain.errors import Conflict, PaymentDeclined, PlanPastDue, UnpaidInvoice
 from billing_core.domain.identity import PartnerIdentity, Role
 from billing_core.domain.invoicing import InvoiceStatus
 from billing_core.domain.plan import PlanState
@@ -157,3 +158,29 @@ def test_a_cancelled_plan_whose_final_invoice_is_past_due_is_not_activated_befor
     answer = world.new_card(VISA)
     assert "2026-10" in [v.month for v in answer.settled]  # type: ignore[attr-defined]
     assert world.wired.activation.activate_monthly_billing(world.owner, "again-2", again).status == "activated"
+
+
+def test_a_plan_left_past_due_after_its_invoice_was_paid_is_cleared_by_the_next_request(
+    settings: BillingSettings,
+) -> None:
+    """The mark can outlive the debt (a request that paid, then died before clearing it; a run that read the
+    invoice before it was paid): the run no longer marks a paid invoice, and any later request clears it."""
+    world = World(settings)
+    world.october_charged_with(FAILS_OFF_SESSION)
+    world.past_due()
+    world.new_card(VISA)
+    world.wired.monthly_charge._mark_plan_past_due(world.partner, OCTOBER)  # a run's late write: no effect now
+    assert world.wired.store.load_plan(world.partner).state is PlanState.ACTIVE
+    plan = world.wired.store.load_plan(world.partner)
+    world.wired.store.save_plan(  # as left by a request that died between paying and clearing
+        plan.mark_past_due(OCTOBER), audit=AuditEvent(world.partner, "plan_past_due", world.clock.now(), "test")
+    )
+    answer = world.new_card(MASTERCARD)
+    assert answer.plan_state == "active" and answer.settled == []  # type: ignore[attr-defined]
+
+
+def test_no_card_is_taken_before_the_plan_was_ever_active(settings: BillingSettings) -> None:
+    world = World(settings)
+    with pytest.raises(Conflict) as refused:
+        world.new_card(VISA)
+    assert refused.value.code == "plan_not_active"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import threading
 import urllib.parse
@@ -550,3 +551,37 @@ def _times_out_after(charge: Any) -> Any:
         raise PaymentProviderUnavailable("Stripe charged, then the connection timed out")
 
     return timed_out
+
+
+def test_stripe_rate_limiting_is_retryable_never_a_decline() -> None:
+    """Stripe answers 429 when its rate limit is met: the adapter says the provider is unavailable (the
+    message is retried, the attempt looked up first), never a decline."""
+
+    class RateLimited(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.dumps(
+                {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests"}}
+            ).encode()
+            self.send_response(429)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        limited = StripePaymentProvider(
+            TEST_API_KEY,
+            api_base=f"http://127.0.0.1:{server.server_port}",
+            setup_future_usage=False,
+            max_network_retries=0,
+        )
+        saved = SavedPaymentMethod(customer_ref="cus_x", payment_method_ref="pm_x")
+        with pytest.raises(PaymentProviderUnavailable):
+            limited.charge(_request(saved, "partner-1:month:2026-11:1", off_session=True))
+    finally:
+        server.shutdown()

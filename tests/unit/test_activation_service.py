@@ -112,6 +112,21 @@ def test_provider_timeout_after_accepting_is_reconciled_by_the_retry(
     assert len(store.payments) == 1
 
 
+def test_a_resumed_attempt_whose_fee_was_paid_activates_even_if_the_new_card_is_refused(
+    service: ActivationService, store: InMemoryBillingStore, provider: RecordingPaymentProvider
+) -> None:
+    """The first request's fee was charged and its answer lost; the retry brings a card refused when saved.
+    The payment is looked up before the card is attached: the plan activates on the fee already paid (before,
+    the refusal declined the attempt and the next activation charged the fee a second time)."""
+    provider.fail_after_accepting = 1
+    with pytest.raises(PaymentProviderUnavailable):
+        service.activate_monthly_billing(OWNER, "key-1", VISA)
+    refused_card = ActivatePlanRequest(payment_method="pm_card_chargeDeclined")
+    assert service.activate_monthly_billing(OWNER, "key-2", refused_card).status == "activated"
+    assert provider.successful_charges == 1 and len(store.payments) == 1
+    assert store.plans["p1"].state is PlanState.ACTIVE
+
+
 def test_a_running_activation_blocks_a_second_one(
     service: ActivationService, store: InMemoryBillingStore, clock: FixedClock
 ) -> None:

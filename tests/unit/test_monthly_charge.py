@@ -13,7 +13,7 @@ from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import InvalidRequest, PaymentAttemptInProgress
 from billing_core.domain.invoicing import PAYMENT_LEASE, Invoice, InvoiceStatus
 from billing_core.domain.metering import Billability, Sighting
-from billing_core.domain.payments import PaymentProviderUnavailable
+from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentProviderUnavailable
 from billing_core.domain.plan import Plan, PlanState
 from billing_core.domain.reporting import RenderedEmail, reconciliation_csv
 from billing_core.domain.workspace import Workspace
@@ -323,3 +323,27 @@ def test_a_workspace_that_joins_the_plan_after_the_month_ended_is_no_line_of_tha
     world.store.workspaces["ws2"] = replace(late, version=1)
     invoice = world.run()
     assert invoice is not None and [line.workspace_id for line in invoice.lines] == ["ws1"]
+
+
+def test_a_rate_limited_charge_is_retried_never_declined_and_charged_once() -> None:
+    """The provider refuses the request for its rate limit (429: nothing charged): the run fails retryably,
+    the invoice keeps its attempt without a decline, and the retry looks the payment up, then charges once."""
+
+    class RateLimitedOnce(RecordingPaymentProvider):
+        limited: bool = True
+
+        def charge(self, request: ChargeRequest) -> ChargeOutcome:
+            if self.limited:
+                self.limited = False
+                raise PaymentProviderUnavailable("Stripe unavailable: rate limit (429)")
+            return super().charge(request)
+
+    world = make_world()
+    world.provider = RateLimitedOnce()
+    with pytest.raises(PaymentProviderUnavailable):
+        world.run()
+    stored = world.invoices.load_invoice("p1", DECEMBER)
+    assert stored is not None and stored.status is InvoiceStatus.DRAFT and stored.failure_code is None
+    invoice = world.run()  # the redelivery
+    assert invoice is not None and invoice.status is InvoiceStatus.PAID and invoice.payment_attempts == 1
+    assert world.provider.found == 1 and world.provider.successful_charges == 1

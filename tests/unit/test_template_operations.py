@@ -389,3 +389,13 @@ def test_the_checks_flag_a_bad_template() -> None:
     assert problems[1].startswith("Api.DEFAULT_4XX: the body fills in request data")
     assert problems[2].startswith("Api.DEFAULT_5XX: not the documented error shape")
     assert len(problems) == 3  # UNAUTHORIZED is in the shape
+
+
+def test_the_charge_workers_are_capped_below_the_payment_providers_rate_limit(template: dict[str, Any]) -> None:
+    """A run of 100,000 partners must not meet Stripe's rate limit with the account's whole Lambda concurrency:
+    the charge queue's event source is capped by a parameter whose default fits Stripe's test mode (25/s)."""
+    event = template["Resources"]["ChargeWorkerFunction"]["Properties"]["Events"]["ChargeMessages"]["Properties"]
+    assert event["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "ChargeWorkerMaxConcurrency"}
+    default = template["Parameters"]["ChargeWorkerMaxConcurrency"]["Default"]
+    requests_per_second = default / 0.7  # one provider request per partner, about 0.7 s per partner (simulated)
+    assert default >= 2 and requests_per_second <= 25

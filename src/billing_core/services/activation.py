@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, replace
@@ -125,9 +126,10 @@ class ActivationService:
         prices = self.prices.on(now.date())
         currency = prices.require_currency(command.request.currency, field_name="currency")
         fee = prices.activation_fee(currency)
-        self._require_final_invoice_made(plan)
         # An attempt claimed before (its request died or lost the provider's answer) may have charged already.
         resumed = plan.state is PlanState.ACTIVATING
+        if not resumed:  # (a resumed attempt was checked when it began; its fee may be paid already)
+            self._require_final_invoice_made(plan)
         claim = plan.begin_activation(now)
         if claim.payment_customer_ref is None:
             # Stored with the claim, before any charge: every later attempt and plan life reuses the customer,
@@ -138,23 +140,27 @@ class ActivationService:
             audit=self._audit(command, "activation_started", fee=fee.to_dict(), resumed=resumed),
         )
         assert claimed.payment_customer_ref is not None
+        saved = SavedPaymentMethod(claimed.payment_customer_ref, command.request.payment_method)
+        request = ChargeRequest(
+            partner_id=command.partner_id,
+            saved=saved,
+            amount=fee,
+            idempotency_key=claimed.activation_payment_key(),
+            description=f"Monthly billing activation for partner {command.partner_id}",
+            off_session=False,
+            save_for_future_use=True,
+        )
         try:
-            saved = self.payments.save_payment_method(
-                partner_id=command.partner_id,
-                payment_method=command.request.payment_method,
-                customer_ref=claimed.payment_customer_ref,
-            )
-            request = ChargeRequest(
-                partner_id=command.partner_id,
-                saved=saved,
-                amount=fee,
-                idempotency_key=claimed.activation_payment_key(),
-                description=f"Monthly billing activation for partner {command.partner_id}",
-                off_session=False,
-                save_for_future_use=True,
-            )
+            # Looked up before anything else: a card refused now must not hide a fee the attempt already paid.
             found = self.payments.find_payment(request) if resumed else None
-            outcome = found if found is not None else self.payments.charge(request)
+            if found is not None and found.succeeded:
+                outcome = found
+                with contextlib.suppress(PaymentDeclined):  # paid; a refused card is replaced later (PUT)
+                    saved = self._save_card(command, claimed.payment_customer_ref)
+            else:
+                saved = self._save_card(command, claimed.payment_customer_ref)
+                request = replace(request, saved=saved)
+                outcome = found if found is not None else self.payments.charge(request)
         except PaymentDeclined as declined:
             outcome = ChargeOutcome(ChargeStatus.DECLINED, None, declined.decline_code, declined.message)
         except PaymentProviderUnavailable:
@@ -207,6 +213,11 @@ class ActivationService:
             saved=saved,
             billing_email=command.request.billing_email or command.actor_email,
             now=now,
+        )
+
+    def _save_card(self, command: ActivationCommand, customer_ref: str) -> SavedPaymentMethod:
+        return self.payments.save_payment_method(
+            partner_id=command.partner_id, payment_method=command.request.payment_method, customer_ref=customer_ref
         )
 
     def _settle_pending_authentication(

@@ -128,16 +128,21 @@ class MonthlyChargeService:
         if invoice.unpaid or invoice.payment_attempt_started_at is not None:
             invoice = self._pay(plan, invoice, lease_held=False, settling=True)
         if invoice.settled:
-            self._clear_past_due_once_settled(partner_id)
+            self.clear_past_due_once_settled(partner_id)
         return self._report(plan, invoice)
 
-    def _clear_past_due_once_settled(self, partner_id: str) -> None:
+    def clear_past_due_once_settled(self, partner_id: str) -> None:
+        """A plan marked past due is active again (its mark cleared) once no invoice is past due. Each invoice
+        the listing (an index read) shows past due is read again from the table, so one just paid counts as paid."""
         plan = self.plans.load_plan(partner_id)
         if plan.past_due_month is None:
             return
         invoices, _ = self.invoices.list_invoices(partner_id, limit=24, after=None)
-        if any(invoice.status is InvoiceStatus.PAST_DUE for invoice in invoices):
-            return
+        for listed in invoices:
+            if listed.status is InvoiceStatus.PAST_DUE:
+                current = self.invoices.load_invoice(partner_id, listed.month)
+                if current is not None and current.status is InvoiceStatus.PAST_DUE:
+                    return
         self.plans.save_plan(
             plan.clear_past_due(),
             audit=AuditEvent(
@@ -355,6 +360,9 @@ class MonthlyChargeService:
         return saved
 
     def _mark_plan_past_due(self, partner_id: str, month: BillingMonth) -> None:
+        invoice = self.invoices.load_invoice(partner_id, month)
+        if invoice is None or invoice.status is not InvoiceStatus.PAST_DUE:
+            return  # settled meanwhile (a new card): nothing to mark
         current = self.plans.load_plan(partner_id)  # this run may have changed it (month closed)
         # An active plan becomes past due; a scheduled cancellation keeps its course but remembers it (a
         # reactivation returns to past due); a cancelled plan keeps its state.

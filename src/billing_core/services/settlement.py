@@ -10,6 +10,7 @@ from billing_core.domain.audit import AuditEvent
 from billing_core.domain.errors import Conflict
 from billing_core.domain.identity import PartnerIdentity
 from billing_core.domain.invoicing import Invoice
+from billing_core.domain.plan import PlanState
 from billing_core.ports import Clock, IdempotencyGuard, InvoiceStore, PaymentProvider, PlanStore
 from billing_core.schemas import PaymentMethodUpdate, SettledInvoiceView, UpdatePaymentMethodRequest
 from billing_core.services.monthly_charge import MonthlyChargeService
@@ -51,9 +52,11 @@ class SettlementService:
 
     def _update(self, command: PaymentMethodCommand) -> PaymentMethodUpdate:
         plan = self.plans.load_plan(command.partner_id)
-        if plan.payment_customer_ref is None:
+        if plan.payment_customer_ref is None or plan.activated_at is None or plan.state is PlanState.ACTIVATING:
+            # Never active (nothing to pay), or an activation under way (it saves its own card).
             raise Conflict(
-                "no payment method was ever saved: activate the monthly billing option first", code="plan_not_active"
+                f"the monthly billing plan is {plan.state.value}: give a new payment method once it has been active",
+                code="plan_not_active",
             )
         # PaymentDeclined (402) when the card is refused: nothing changes.
         saved = self.payments.save_payment_method(
@@ -77,6 +80,8 @@ class SettlementService:
             for invoice in sorted(invoices, key=lambda invoice: invoice.month)
             if invoice.unpaid
         ]
+        # Also when nothing was left to pay: an earlier request may have paid and died before this write.
+        self.charge.clear_past_due_once_settled(command.partner_id)
         return PaymentMethodUpdate(
             plan_state=self.plans.load_plan(command.partner_id).state.value,
             payment_method=saved.payment_method_ref,

@@ -123,8 +123,8 @@ class StripePaymentProvider:
             return ChargeOutcome(ChargeStatus.DECLINED, None, "payment_method_invalid", error.user_message)
         except _TRANSIENT_ERRORS as error:
             raise PaymentProviderUnavailable(f"Stripe unavailable: {error.user_message or error}") from error
-        if intent.status == "processing":
-            return ChargeOutcome(ChargeStatus.DECLINED, intent.id, intent.status, f"payment intent is {intent.status}")
+        # "processing" (paid or not is not known yet) raises PaymentProviderUnavailable: the attempt stays open and
+        # is looked up later, never declined (a decline's next attempt would charge under a new key).
         return _outcome_of(intent)
 
     def find_payment(self, request: ChargeRequest) -> ChargeOutcome | None:
