@@ -117,7 +117,7 @@ def plan_status() -> Response:
         400: "the Idempotency-Key header is missing",
         402: "the new payment method was refused when saved (`error.decline_code`); nothing changed",
         409: "the monthly billing option was never active, or an activation is under way",
-        503: "an invoice's payment is being made right now by the monthly run: retry shortly (nothing is charged twice)",
+        503: "an invoice's payment is being made right now by the monthly run: retry shortly (none is paid twice)",
         422: "the body names no payment method, or the Idempotency-Key was used before with another body",
     },
     billing=True,
