@@ -23,6 +23,9 @@ from billing_core.domain.pricing import PriceList
 # A declined charge is retried on these days of the month after the run (the 1st); after the last
 # failure the plan is past due.
 RETRY_DAYS = (3, 5, 7)
+# Dunning ends within a month of an invoice, so an unpaid one is always among a partner's latest invoices:
+# this many are read (newest first) wherever unpaid invoices are looked for.
+RECENT_INVOICES = 24
 # How long a worker holds a claimed payment attempt: longer than the charge worker may run (its Lambda timeout,
 # 90 s), so a worker whose lease is over cannot still be calling the provider.
 PAYMENT_LEASE = timedelta(minutes=3)

@@ -21,6 +21,7 @@ from billing_core.domain.errors import (
     UnpaidInvoice,
 )
 from billing_core.domain.identity import PartnerIdentity
+from billing_core.domain.invoicing import RECENT_INVOICES
 from billing_core.domain.money import Money
 from billing_core.domain.payments import (
     AUTHENTICATION_ABANDONED,
@@ -129,7 +130,7 @@ class ActivationService:
         # An attempt claimed before (its request died or lost the provider's answer) may have charged already.
         resumed = plan.state is PlanState.ACTIVATING
         if not resumed:  # (a resumed attempt was checked when it began; its fee may be paid already)
-            self._require_final_invoice_made(plan)
+            self._require_nothing_owed(plan)
         claim = plan.begin_activation(now)
         if claim.payment_customer_ref is None:
             # Stored with the claim, before any charge: every later attempt and plan life reuses the customer,
@@ -357,7 +358,8 @@ class ActivationService:
             payment_id=payment_id,
         )
 
-    def _require_final_invoice_made(self, plan: Plan) -> None:
+    def _require_nothing_owed(self, plan: Plan) -> None:
+        """A new plan life starts only once the last one is fully invoiced (its final invoice made) and paid."""
         final = plan.month_of_final_invoice()
         if final is not None and self.invoices.load_invoice(plan.partner_id, final) is None:
             raise Conflict(
@@ -367,7 +369,7 @@ class ActivationService:
             )
         if plan.activated_at is None:
             return  # never active: nothing was ever invoiced
-        invoices, _ = self.invoices.list_invoices(plan.partner_id, limit=24, after=None)
+        invoices, _ = self.invoices.list_invoices(plan.partner_id, limit=RECENT_INVOICES, after=None)
         unpaid = sorted(str(invoice.month) for invoice in invoices if invoice.unpaid)
         if unpaid or plan.past_due_month is not None:
             months = ", ".join(unpaid) or str(plan.past_due_month)

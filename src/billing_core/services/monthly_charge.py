@@ -32,6 +32,7 @@ from billing_core.domain.errors import (
     TransientFailure,
 )
 from billing_core.domain.invoicing import (
+    RECENT_INVOICES,
     Invoice,
     InvoiceLine,
     InvoiceStatus,
@@ -137,7 +138,7 @@ class MonthlyChargeService:
         plan = self.plans.load_plan(partner_id)
         if plan.past_due_month is None:
             return
-        invoices, _ = self.invoices.list_invoices(partner_id, limit=24, after=None)
+        invoices, _ = self.invoices.list_invoices(partner_id, limit=RECENT_INVOICES, after=None)
         for listed in invoices:
             if listed.status is InvoiceStatus.PAST_DUE:
                 current = self.invoices.load_invoice(partner_id, listed.month)

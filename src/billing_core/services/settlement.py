@@ -9,15 +9,12 @@ from pydantic import BaseModel
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.errors import Conflict
 from billing_core.domain.identity import PartnerIdentity
-from billing_core.domain.invoicing import Invoice
+from billing_core.domain.invoicing import RECENT_INVOICES, Invoice
 from billing_core.domain.plan import PlanState
 from billing_core.ports import Clock, IdempotencyGuard, InvoiceStore, PaymentProvider, PlanStore
 from billing_core.schemas import PaymentMethodUpdate, SettledInvoiceView, UpdatePaymentMethodRequest
 from billing_core.services.monthly_charge import MonthlyChargeService
 from billing_core.services.views import money_view
-
-# How far back unpaid invoices are looked for (the newest first; dunning ends after a month).
-UNPAID_LOOKBACK = 24
 
 
 class PaymentMethodCommand(BaseModel):
@@ -74,7 +71,7 @@ class SettlementService:
                 {"payment_method": saved.payment_method_ref},
             ),
         )
-        invoices, _ = self.invoices.list_invoices(command.partner_id, limit=UNPAID_LOOKBACK, after=None)
+        invoices, _ = self.invoices.list_invoices(command.partner_id, limit=RECENT_INVOICES, after=None)
         outcomes = [
             self.charge.settle_invoice_now(command.partner_id, invoice.month)
             for invoice in sorted(invoices, key=lambda invoice: invoice.month)
