@@ -238,6 +238,9 @@ class InMemoryUsageStore:
                 counts[(key.month, key.workspace_id)] = counts.get((key.month, key.workspace_id), 0) + 1
         return [LateDevices(month, workspace_id, n) for (month, workspace_id), n in sorted(counts.items())]
 
+    def late_usage_queued_from(self, partner_id: str, bill_in: BillingMonth) -> bool:
+        return any(partner == partner_id and month >= bill_in for partner, _, month in self.late if month)
+
     def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
         return sum(
             1
@@ -272,8 +275,9 @@ class InMemoryWorkspaceDirectory:
         self.lookups += 1
         return {i: self.store.workspaces.get(i) for i in workspace_ids}
 
-    def last_charged_months(self, partner_ids: set[str]) -> dict[str, BillingMonth | None]:
-        return {p: self.store.load_plan(p).last_charged_month for p in partner_ids}
+    def charged_months(self, partner_ids: set[str]) -> dict[str, ChargedMonthCheck]:
+        plans = {p: self.store.load_plan(p) for p in partner_ids}
+        return {p: ChargedMonthCheck(p, plan.last_charged_month, plan.has_ended) for p, plan in plans.items()}
 
 
 @dataclass

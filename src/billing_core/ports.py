@@ -163,11 +163,15 @@ class UsageStore(Protocol):
         """Record the device-month once (a conditional write). False if it was already recorded. Late
         usage is also queued for the invoice of ``late_bill_in``, in the same write. With
         ``charged_check``, only while the plan's last charged month is still the one read (else
-        ``TransientFailure``)."""
+        ``TransientFailure``); late usage of an ended plan also brings the plan back into the monthly runs."""
         ...
 
     def late_devices(self, partner_id: str, bill_in: BillingMonth) -> list[LateDevices]:
         """Late usage queued for the invoice of ``bill_in``, counted per month and workspace."""
+        ...
+
+    def late_usage_queued_from(self, partner_id: str, bill_in: BillingMonth) -> bool:
+        """Whether late usage is queued for the invoice of ``bill_in`` or a later month (read consistently)."""
         ...
 
     def record_rejection(self, message_id: str, reason: str, body: str, received_at: datetime) -> None: ...
@@ -186,7 +190,9 @@ class WorkspaceDirectory(Protocol):
 
     def workspaces(self, workspace_ids: set[str]) -> Mapping[str, Workspace | None]: ...
 
-    def last_charged_months(self, partner_ids: set[str]) -> Mapping[str, BillingMonth | None]: ...
+    def charged_months(self, partner_ids: set[str]) -> Mapping[str, ChargedMonthCheck]:
+        """Per partner: the plan's last charged month and whether the plan has ended (read consistently)."""
+        ...
 
 
 class InvoiceStore(Protocol):

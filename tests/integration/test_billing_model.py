@@ -42,15 +42,12 @@ from the business rules of DESIGN.md section 3 (not by calling the domain code):
 Each example is one fresh partner (a uuid), so examples never interfere; at its end a crashed run is
 redelivered (SQS does so until it succeeds) and everything is checked once more.
 
-Where the system still departs from the rules, the oracle follows the system by default and counts it, so
-the normal run stays green; ``MODEL_STRICT`` (comma-separated) holds the system to the rule instead:
-
-* ``late_after_final``: late usage of a cancelled plan arriving after its final invoice is queued for an
-  invoice that never comes (counted as ``late_usage.never_billed`` otherwise; issue 27, item 2).
-
-(Three earlier deviations, ``licence_at_month_end``, ``past_due_after_crash`` and ``final_invoice_after_crash``,
-were fixed since: their scenarios are generated and held to the rule in every run; the model never skips a
-step. A crashed run is redelivered before a later month's run, as SQS does within minutes.)
+The system departs from the rules nowhere the model knows of. (Four earlier deviations, ``licence_at_month_end``,
+``past_due_after_crash``, ``final_invoice_after_crash`` and ``late_after_final``, were fixed since: their
+scenarios are generated and held to the rule in every run; the model never skips a step. Late usage arriving
+after a cancelled plan's final invoice gets a closing invoice, and the plan is dispatched for it. A crashed run
+is redelivered before a later month's run, as SQS does within minutes.) ``MODEL_STRICT`` (comma-separated)
+remains for holding the system to a rule it is known to miss, should one be found again.
 
 Documented grey windows, where the oracle accepts either answer: while the end-of-plan schedule is late
 the plan is still live (devices seen after the end date may be counted, in a month that is never billed;
@@ -141,9 +138,8 @@ EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "200"))
 STEPS = int(os.environ.get("MODEL_STEPS", "16"))
 RESULTS_FILE = os.environ.get("MODEL_RESULTS")
 SHRINK = os.environ.get("MODEL_SHRINK", "1") != "0"
-# Where the system knowingly departs from DESIGN.md (reported in issue 7's closing note), the oracle follows
-# the system by default; name a deviation here to hold the system to the design instead, e.g.
-# MODEL_STRICT=late_after_final.
+# Where the system knowingly departs from DESIGN.md, the oracle follows the system by default; name a
+# deviation here to hold the system to the design instead (none is known today).
 STRICT = frozenset(filter(None, os.environ.get("MODEL_STRICT", "").split(",")))
 
 # ---------------------------------------------------------------------------------------------------
@@ -976,6 +972,7 @@ class BillingModel(RuleBasedStateMachine):
         self.licences: dict[str, LicenceModel] = {}
         self.licence_checked: set[BillingMonth] = set()  # invoices whose licence lines were checked
         self.last_run: BillingMonth | None = None  # the latest month a run completed for
+        self.completed_runs: set[BillingMonth] = set()
         self.months_passed = 0  # by let_months_pass
 
     @property
@@ -1046,17 +1043,15 @@ class BillingModel(RuleBasedStateMachine):
         leave_the_runs(self.partner)
 
     def check_late_usage_is_billed(self) -> None:
-        """Late usage waits for the next invoice; it is lost if that invoice can never come (the plan ended
-        with its final invoice already made). Reported; held to the rule with MODEL_STRICT=late_after_final."""
+        """Late usage goes on the invoice of the month it was recorded in: once a run for that month has
+        completed, that invoice exists (a closing invoice after a cancelled plan's final one)."""
         lost = [
-            (key, device)
+            (key, device, bill_in)
             for key, devices in self.late.items()
             for device, bill_in in devices.items()
-            if bill_in not in self.seat_invoices and not self.plan.billable(bill_in) and self.plan.billable_ever(key[1])
+            if bill_in in self.completed_runs and bill_in not in self.invoiced
         ]
-        if lost:
-            self.count("late_usage.never_billed")
-            assert "late_after_final" not in STRICT, f"late usage never billed: {lost}"
+        assert not lost, f"late usage never billed: {lost}"
 
     # -- activation ------------------------------------------------------------------------------
     @precondition(lambda self: self.plan.state in ("inactive", "cancelled"))
@@ -1293,7 +1288,7 @@ class BillingModel(RuleBasedStateMachine):
             return
         closed = self.plan.last_closed
         if closed is not None and key[1] <= closed:
-            self.late[key][device] = closed.next()
+            self.late[key][device] = month_of(now)  # on the invoice of the month it is recorded in
             self.count("sightings.late_device_months")
         else:
             self.regular[key].add(device)
@@ -1400,11 +1395,9 @@ class BillingModel(RuleBasedStateMachine):
     def expected_total(self, month: BillingMonth) -> int:
         """What the seat lines of the invoice of ``month`` should come to, from the oracle's seats and prices
         (none on a licence-only invoice: the activation month, a month after a cancelled plan's final month)."""
-        if not self.plan.billable(month):
-            return 0
         total = 0
         end = month.next().starts_at
-        for workspace in self.workspaces.values():
+        for workspace in self.workspaces.values() if self.plan.billable(month) else ():
             edition, cap = workspace.licence_before(end)
             total += min(len(self.regular[(workspace.workspace_id, month)]), cap) * SEAT_PRICE_USD[edition]
         for (workspace_id, used_in), devices in self.late.items():
@@ -1431,7 +1424,16 @@ class BillingModel(RuleBasedStateMachine):
             self.wait_for_previous_invoice(month)
         licence_lines = self.licence_lines(month) if before is None and live else []
         brought = self.carried_into(month) if before is None and live and self.licences else 0
-        creates = before is None and live and (self.plan.billable(month) or bool(licence_lines) or brought > 0)
+        late_queued = any(bill_in == month for devices in self.late.values() for bill_in in devices.values())
+        creates = (
+            before is None and live and (self.plan.billable(month) or bool(licence_lines) or brought > 0 or late_queued)
+        )
+        if creates and late_queued and not (self.plan.billable(month) or licence_lines or brought > 0):
+            self.count("invoices.late_usage_only")  # a closing invoice, or one of a new life's activation month
+        if creates and self.plan.state == "cancelled":
+            # The run only reaches an ended plan it dispatches: it must still (or again) be in the monthly runs.
+            assert self.partner in set(rig.services.store.chargeable_partners()), f"{month}: not dispatched"
+            self.count("runs.ended_plan_dispatched")
         total = self.expected_total(month) + sum(line[10] for line in licence_lines) - brought if creates else None
         if creates and (self.plan.last_closed is None or month > self.plan.last_closed):
             self.plan.last_closed = month
@@ -1464,6 +1466,7 @@ class BillingModel(RuleBasedStateMachine):
         if before is None and not creates:
             assert result is None and after is None, f"{month} is not billable, yet {result}"
             self.last_run = max(month, self.last_run) if self.last_run is not None else month
+            self.completed_runs.add(month)
             return
         assert after is not None and result is not None and result.version == after.version
         # Noted now, not only by the invariant: a later month run in the same step (after redelivering this
@@ -1473,6 +1476,7 @@ class BillingModel(RuleBasedStateMachine):
             assert after.total.amount_minor == max(total, 0), (after.total, total, after.lines)
         self.check_licence_invoice(after)
         self.last_run = max(month, self.last_run) if self.last_run is not None else month
+        self.completed_runs.add(month)
         self.expect_payment_state(month, before, after)
         self.note_past_due(before, after, state_at_run)
         if self.owed_past_due and self.plan.state == "active":
@@ -2220,7 +2224,7 @@ class BillingModel(RuleBasedStateMachine):
         _, month = key
         if not self.plan.billable_ever(month):
             return 0
-        late = [d for d, bill_in in self.late[key].items() if bill_in in self.seat_invoices]
+        late = [d for d, bill_in in self.late[key].items() if bill_in in self.invoiced]
         return (len(self.regular[key]) if month in self.seat_invoices else 0) + len(late)
 
     def note_invoice(self, month: BillingMonth) -> None:

@@ -211,3 +211,44 @@ def test_cancellation_errors_and_replacing_the_date(
     # A malformed schedule event is refused (the scheduler retries it, then parks it in the DLQ).
     with pytest.raises(ValueError, match="ends_on"):
         local_stack.invoke("PlanEndFunction", {"schema": "plan-end/v1", "partner_id": partner, "ends_on": "soon"})
+
+
+def test_late_usage_after_the_final_invoice_gets_a_closing_invoice_and_the_plan_leaves_the_runs_again(
+    local_stack: LocalStack, schedules: LocalScheduleRuntime, client: Client
+) -> None:
+    """Issue 27, item 2: an agent that was offline reports a device of the final month after the final
+    invoice was made and the plan had left the monthly runs. Before, that late usage was queued for an
+    invoice that never came; now it brings the plan back into the runs, the next run makes a closing invoice
+    with the adjustment line and charges it, and the run after retires the plan again."""
+    partner, workspace = active_partner(client, devices_cap=5)
+    activation_month = BillingMonth.containing(schedules.clock.now())
+    final_month = activation_month.next()
+    schedules.advance_to(final_month.starts_at + timedelta(days=3))
+    report_devices(local_stack, workspace, ["d1", "d2", "d3"], schedules.clock.now())
+    ends_on = final_month.last_day.isoformat()
+    assert call(client, "post", "/plan/cancellation", partner, {"ends_on": ends_on})[0] == 200
+    # The final invoice is made on the 1st; the runs of the next month retire the plan.
+    schedules.advance_to(final_month.next().next().starts_at + timedelta(days=8))
+    _, history = call(client, "get", "/invoices", partner)
+    assert [(item["month"], item["status"]) for item in history["items"]] == [(str(final_month), "paid")]
+    assert partner not in set(services().store.chargeable_partners())
+
+    # Weeks later the agent comes back online and reports a device it saw in the final month.
+    recorded_in = BillingMonth.containing(schedules.clock.now())
+    seen_in_final_month = final_month.starts_at + timedelta(days=20)
+    report_devices(local_stack, workspace, ["d1", "d4"], seen_in_final_month)
+    assert partner in set(services().store.chargeable_partners())  # back in the runs for its closing invoice
+
+    # The run on the 1st makes the closing invoice of the month the late usage was recorded in, and charges it.
+    schedules.advance_to(recorded_in.next().starts_at + timedelta(minutes=10))
+    status, closing = call(client, "get", f"/invoices/{recorded_in}", partner)
+    assert status == 200 and closing["status"] == "paid", closing
+    assert [(line["workspace_id"], line["month"], line["seats"], line["adjustment"]) for line in closing["lines"]] == [
+        (workspace, str(final_month), 1, True)
+    ]
+    assert closing["total"] == closing["lines"][0]["amount"] and closing["total"]["amount_minor"] > 0
+    # The next month's run finds nothing to bill and retires the plan again; nothing else is ever invoiced.
+    schedules.advance_to(recorded_in.next().next().starts_at + timedelta(days=8))
+    _, history = call(client, "get", "/invoices", partner)
+    assert [item["month"] for item in history["items"]] == [str(recorded_in), str(final_month)]
+    assert partner not in set(services().store.chargeable_partners())

@@ -430,3 +430,53 @@ def test_the_end_stores_that_every_subscription_ends_with_its_committed_term() -
     assert (stored.auto_renew, stored.expires_on) == (False, date(2027, 11, 25))
     assert service.end_plan_as_scheduled("p1", END_OF_DECEMBER) is PlanEndOutcome.ALREADY_ENDED
     assert service.subscriptions.list_subscriptions("p1") == [stored]  # nothing written twice
+
+
+def test_late_usage_after_the_final_invoice_gets_a_closing_invoice_and_keeps_the_plan_in_the_runs() -> None:
+    """Issue 27, item 2: late usage of the final month, recorded after the final invoice, is billed on a
+    closing invoice of the month it was recorded in; no run retires the plan while such usage waits."""
+    service, store, _, _ = cancellation_world()
+    service.cancel_plan(OWNER, CancelPlanRequest(ends_on=END_OF_DECEMBER))
+    assert isinstance(service.clock, FixedClock)
+    service.clock.current = datetime(2027, 1, 1, 0, 0, tzinfo=UTC)
+    service.end_plan_as_scheduled("p1", END_OF_DECEMBER)
+    usage = InMemoryUsageStore()
+    seen = datetime(2026, 12, 3, tzinfo=UTC)
+    for device in ("a", "b"):
+        usage.record_first_sighting(Sighting(device, "ws1", device, seen), Billability.BILLABLE, "p1", seen)
+    invoices, provider, clock = InMemoryInvoiceStore(), RecordingPaymentProvider(), FixedClock(service.clock.current)
+    charge = MonthlyChargeService(
+        store,
+        store,
+        invoices,
+        usage,
+        provider,
+        RecordingMailer(),
+        InMemoryUsageReports(),
+        clock,
+        PRICE_LIST_2026_01,
+        InMemorySubscriptionStore(),
+    )
+    clock.current = datetime(2027, 1, 1, 0, 5, tzinfo=UTC)
+    final = charge.charge_partner_for_month("p1", BillingMonth(2026, 12))
+    assert final is not None and [(line.workspace_id, line.seats) for line in final.lines] == [("ws1", 2)]
+
+    # On 2 February an agent reports a device it saw in December: queued for February's invoice.
+    recorded = datetime(2027, 2, 2, tzinfo=UTC)
+    late = Sighting("late", "ws1", "c", datetime(2026, 12, 20, tzinfo=UTC))
+    assert usage.record_first_sighting(late, Billability.LATE, "p1", recorded, BillingMonth(2027, 2))
+    clock.current = datetime(2027, 2, 3, 0, 5, tzinfo=UTC)  # the retry day's run for January
+    assert charge.charge_partner_for_month("p1", BillingMonth(2027, 1)) is None
+    assert store.plans["p1"].visited_by_monthly_runs  # not retired: late usage waits for February's invoice
+    clock.current = datetime(2027, 3, 1, 0, 5, tzinfo=UTC)
+    closing = charge.charge_partner_for_month("p1", BillingMonth(2027, 2))
+    assert closing is not None and closing.status is InvoiceStatus.PAID
+    assert [(line.workspace_id, str(line.month), line.seats, line.adjustment) for line in closing.lines] == [
+        ("ws1", "2026-12", 1, True)
+    ]
+    assert closing.total == closing.lines[0].amount and closing.total.amount_minor > 0
+    assert charge.charge_partner_for_month("p1", BillingMonth(2027, 2)) == closing  # re-run: nothing new
+    clock.current = datetime(2027, 4, 1, 0, 5, tzinfo=UTC)
+    assert charge.charge_partner_for_month("p1", BillingMonth(2027, 3)) is None
+    assert not store.plans["p1"].visited_by_monthly_runs  # nothing more to bill: left the runs again
+    assert provider.successful_charges == 2

@@ -116,3 +116,21 @@ def test_a_paid_invoice_cannot_be_charged_again() -> None:
     assert paid.status is InvoiceStatus.PAID and paid.settled
     with pytest.raises(Conflict):
         paid.begin_payment_attempt(RUN_AT)
+
+
+def test_late_usage_of_an_earlier_life_is_billed_where_that_months_invoice_billed_the_workspace() -> None:
+    """A month before this life's first billable month: billed only if its own invoice billed the workspace's
+    seats (an earlier life), never for an activation month the fee covered."""
+    new_life = plan()  # activated in November 2026: December is its first billable month
+    october, april = BillingMonth(2026, 10), BillingMonth(2027, 4)
+    late = [LateDevices(october, "a", 2)]
+    workspaces = {"a": usage("a", 0, max_devices=5)}
+    covered_by_a_fee = MonthToRate(new_life, april, [], late=late, workspaces=workspaces)
+    invoice = rate_month(covered_by_a_fee, PRICE_LIST_2026_01, datetime(2027, 5, 1, tzinfo=UTC))
+    assert invoice.lines == () and invoice.status is InvoiceStatus.NOTHING_DUE
+    earlier_life = MonthToRate(
+        new_life, april, [], late=late, workspaces=workspaces, late_months_billed=frozenset({(october, "a")})
+    )
+    invoice = rate_month(earlier_life, PRICE_LIST_2026_01, datetime(2027, 5, 1, tzinfo=UTC))
+    assert [(line.month, line.seats, line.adjustment) for line in invoice.lines] == [(october, 2, True)]
+    assert invoice.total.amount_minor == 2 * 250

@@ -290,6 +290,9 @@ class MonthToRate:
     # Edition and cap per (late month, workspace) as they were at that month's end; a late line without an
     # entry is rated at the workspace's licence of this month.
     late_licences: dict[tuple[BillingMonth, str], tuple[str, int]] = field(default_factory=dict)
+    # The (late month, workspace) pairs whose own month's invoice billed the workspace's seats: late usage of an
+    # earlier life of the plan is billed like that of this life's billable months.
+    late_months_billed: frozenset[tuple[BillingMonth, str]] = frozenset()
     # Licence subscriptions' charges and credits billed in this month (see subscription_invoice_lines).
     subscription_lines: list[InvoiceLine] = field(default_factory=list)
     # The credit the previous invoice carried forward (a positive amount), if any.
@@ -315,10 +318,11 @@ def rate_month(request: MonthToRate, prices: PriceList, now: datetime) -> Invoic
     the activation month: the fee covers seats only), then credit brought forward / carried forward."""
     plan, month = request.plan, request.month
     seats_billed = is_billable_month(plan, month)
-    if plan.currency is None or not (seats_billed or request.has_subscription_part):
+    if plan.currency is None or not (seats_billed or request.has_subscription_part or request.late):
         raise Conflict(f"{month} is not a billable month for partner {plan.partner_id}")
     currency = plan.currency
     lines: list[InvoiceLine] = _seat_lines(request, prices, currency) if seats_billed else []
+    lines += _late_usage_lines(request, prices, currency)
     lines += request.subscription_lines
     brought = request.credit_brought_forward
     if brought is not None and brought.amount_minor > 0:
@@ -346,7 +350,7 @@ def _credit_line(kind: LineKind, description: str, amount: Money, month: Billing
 
 
 def _seat_lines(request: MonthToRate, prices: PriceList, currency: str) -> list[InvoiceLine]:
-    plan, month = request.plan, request.month
+    month = request.month
     lines: list[InvoiceLine] = []
     for usage in sorted(request.usage, key=lambda u: (u.name, u.workspace_id)):
         seats = min(usage.devices, usage.max_devices)
@@ -356,11 +360,18 @@ def _seat_lines(request: MonthToRate, prices: PriceList, currency: str) -> list[
                 usage.workspace_id, usage.name, usage.edition, seats, usage.devices, unit, unit.times(seats), month
             )
         )
+    return lines
+
+
+def _late_usage_lines(request: MonthToRate, prices: PriceList, currency: str) -> list[InvoiceLine]:
+    """Adjustment lines for late usage queued for this invoice: also on an invoice of a month that bills no
+    seats (after a cancelled plan's final month: its closing invoice)."""
+    lines: list[InvoiceLine] = []
     for late in sorted(request.late, key=lambda item: (item.month, item.workspace_id)):
         workspace = request.workspaces.get(late.workspace_id)
-        if workspace is None or not is_billable_month(plan, late.month):
-            continue  # the activation month is covered by the fee, however late its devices report
         key = (late.month, late.workspace_id)
+        if workspace is None or not (is_billable_month(request.plan, late.month) or key in request.late_months_billed):
+            continue  # the activation month is covered by the fee, however late its devices report
         edition, cap = request.late_licences.get(key, (workspace.edition, workspace.max_devices))
         invoiced_seats, invoiced_devices = request.invoiced_seats.get(key, (0, 0))
         seats = max(min(invoiced_devices + late.devices, cap) - invoiced_seats, 0)

@@ -60,6 +60,9 @@ class ChargedMonthCheck:
 
     partner_id: str
     last_charged_month: BillingMonth | None
+    # The plan has ended: late usage needs a closing invoice, so its write also brings the plan back into
+    # the monthly runs.
+    plan_has_ended: bool = False
 
 
 class FutureTimestamp(ValueError):

@@ -134,9 +134,7 @@ class MeteringService:
             if sighting.key.month < current_month and (workspace := workspaces.get(sighting.workspace_id)) is not None
         }
         charged = (
-            dict(self._directory.last_charged_months(partners_with_past_sightings))
-            if partners_with_past_sightings
-            else {}
+            dict(self._directory.charged_months(partners_with_past_sightings)) if partners_with_past_sightings else {}
         )
 
         # Group by (device-month, billable?) with the messages that carried each, keep the earliest.
@@ -145,9 +143,8 @@ class MeteringService:
         for message_id, sightings in sightings_by_message.items():
             for sighting in sightings:
                 workspace = workspaces.get(sighting.workspace_id)
-                billability = classify_sighting(
-                    sighting, workspace, charged.get(workspace.partner_id) if workspace else None
-                )
+                read = charged.get(workspace.partner_id) if workspace else None
+                billability = classify_sighting(sighting, workspace, read.last_charged_month if read else None)
                 outcome.by_billability[billability.value] = outcome.by_billability.get(billability.value, 0) + 1
                 grouped[billability].append(sighting)
                 carriers[(sighting.key, billability.billable)].add(message_id)
@@ -177,13 +174,13 @@ class MeteringService:
             sighting, billability = item
             workspace = workspaces.get(sighting.workspace_id)
             partner_id = workspace.partner_id if workspace else None
-            last_charged = charged.get(partner_id) if partner_id else None
-            # Late usage goes on the next invoice: the one of the month after the last charged month.
-            bill_in = last_charged.next() if billability is Billability.LATE and last_charged else None
+            # Late usage goes on the invoice of the month it is recorded in (one rule, also after a cancelled
+            # plan's final invoice: that month's run then makes a closing invoice for it).
+            bill_in = current_month if billability is Billability.LATE else None
             # A billable sighting of an earlier month is only written if that month's run has not closed
             # it since we read the plan (otherwise it would be neither on that invoice nor late usage).
             check = (
-                ChargedMonthCheck(partner_id, last_charged)
+                charged.get(partner_id, ChargedMonthCheck(partner_id, None))
                 if partner_id and billability.billable and sighting.key.month < current_month
                 else None
             )

@@ -107,7 +107,12 @@ class MonthlyChargeService:
         if invoice is None:
             live = plan.is_live or plan.has_ended
             subscription_lines, brought = self._subscription_part(plan, month) if live else ([], None)
-            if not live or not (is_billable_month(plan, month) or subscription_lines or brought):
+            if not live or not (
+                is_billable_month(plan, month)
+                or subscription_lines
+                or brought
+                or self.usage.late_devices(plan.partner_id, month)  # a closing invoice, or one for late usage only
+            ):
                 self._retire_if_ended(plan, month)
                 return None
             invoice, lease_held = self._create(plan, month, subscription_lines, brought)
@@ -202,29 +207,37 @@ class MonthlyChargeService:
         payment attempt already claimed when something is due (one write instead of two). Also says whether
         this worker holds that claim (not if another worker created the invoice first)."""
         plan = self._close_month(plan, month)
-        workspaces = self.workspaces.list_workspaces(plan.partner_id)
-        on_plan = {w.workspace_id: w for w in workspaces if w.billed_in(month)}
+        workspaces = {w.workspace_id: w for w in self.workspaces.list_workspaces(plan.partner_id)}
         usage = [
             WorkspaceMonthUsage(
                 w.workspace_id, w.name, *w.licence_at_end_of(month), self.usage.count_devices(w.workspace_id, month)
             )
-            for w in on_plan.values()
+            for w in workspaces.values()
+            if w.billed_in(month)
         ]
         late = self.usage.late_devices(plan.partner_id, month)
-        # Each late month is rated at the edition and cap its workspace had at that month's end.
+        # Each late month is rated at the edition and cap its workspace had at that month's end (also a workspace
+        # no longer on the plan: its devices were seen while it was).
         late_licences = {
-            (item.month, item.workspace_id): on_plan[item.workspace_id].licence_at_end_of(item.month)
+            (item.month, item.workspace_id): workspaces[item.workspace_id].licence_at_end_of(item.month)
             for item in late
-            if item.workspace_id in on_plan
+            if item.workspace_id in workspaces
         }
+        invoiced_seats, seats_billed_before = self._invoiced_seats(plan.partner_id, late, month, late_licences)
+        late_only = {item.workspace_id for item in late} - {u.workspace_id for u in usage}
         request = MonthToRate(
             plan,
             month,
             usage,
             late=late,
-            invoiced_seats=self._invoiced_seats(plan.partner_id, late, month, late_licences),
-            workspaces={u.workspace_id: u for u in usage},
+            invoiced_seats=invoiced_seats,
+            workspaces={u.workspace_id: u for u in usage}
+            | {
+                w.workspace_id: WorkspaceMonthUsage(w.workspace_id, w.name, *w.licence_at_end_of(month), 0)
+                for w in (workspaces[i] for i in late_only if i in workspaces)
+            },
             late_licences=late_licences,
+            late_months_billed=seats_billed_before,
             subscription_lines=subscription_lines,
             credit_brought_forward=brought,
         )
@@ -258,12 +271,14 @@ class MonthlyChargeService:
         late: list[LateDevices],
         before: BillingMonth,
         late_licences: dict[tuple[BillingMonth, str], tuple[str, int]],
-    ) -> dict[tuple[BillingMonth, str], tuple[int, int]]:
+    ) -> tuple[dict[tuple[BillingMonth, str], tuple[int, int]], frozenset[tuple[BillingMonth, str]]]:
         """Seats and devices already invoiced for each (month, workspace) that has late usage, over the
         month's own invoice and the adjustments of every invoice since. A month whose own invoice is still
         to come (its run died after closing it and is redelivered later) counts with the seats that
-        invoice will bill, so the month is never billed beyond its cap."""
+        invoice will bill, so the month is never billed beyond its cap. Also which of those months' own
+        invoices billed the workspace's seats (so late usage of an earlier life of the plan is billed too)."""
         totals: dict[tuple[BillingMonth, str], tuple[int, int]] = {}
+        billed_before: set[tuple[BillingMonth, str]] = set()
         invoices: dict[BillingMonth, Invoice | None] = {}
         for item in late:
             key = (item.month, item.workspace_id)
@@ -279,9 +294,11 @@ class MonthlyChargeService:
                 for line in invoice.lines if invoice else ():
                     if (line.month, line.workspace_id) == key:
                         seats, devices = seats + line.seats, devices + line.devices
+                        if month == item.month and line.kind is LineKind.SEATS:
+                            billed_before.add(key)
                 month = month.next()
             totals[key] = (seats, devices)
-        return totals
+        return totals, frozenset(billed_before)
 
     def _retire_if_ended(self, plan: Plan, month: BillingMonth) -> None:
         """A cancelled plan leaves the monthly runs at the first run for a month after its final month
@@ -292,6 +309,8 @@ class MonthlyChargeService:
         last_licence_month = last_bill_month(self._subscriptions_of(plan), self.prices)
         if last_licence_month is not None and last_licence_month > month:
             return  # committed licence terms are still billed after the plan's final month
+        if self.usage.late_usage_queued_from(plan.partner_id, month.next()):
+            return  # late usage waits for its closing invoice (a late sighting also brings the plan back)
         # If another worker or a new activation changed the plan meanwhile, a later run decides again.
         with contextlib.suppress(ConcurrentModification):
             self.plans.save_plan(

@@ -92,6 +92,24 @@ class PlanItem(Model):
     chargeable_plans = ChargeablePlansIndex()
 
 
+class PlanRunsItem(Model):
+    """The plan item as a late sighting of an ended plan updates it: only the attributes that bring the plan
+    back into the monthly runs (for its closing invoice). No version attribute, so the update can bump the
+    version without reading it: every concurrent plan write (a run retiring the plan) then fails and decides
+    again, and concurrent sightings never conflict with each other."""
+
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    last_charged_month = UnicodeAttribute(null=True)
+    left_monthly_runs = BooleanAttribute(default=False)
+    charge_index = UnicodeAttribute(null=True)
+    updated_at = UTCDateTimeAttribute()
+    version = NumberAttribute(null=True)
+
+
 class PaymentItem(Model):
     class Meta:
         table_name = UNBOUND
@@ -269,6 +287,7 @@ BILLING_MODELS: tuple[type[Model], ...] = (
     SubscriptionChargesItem,
     PriceListItem,
     PlanItem,
+    PlanRunsItem,
     PaymentItem,
     AuditItem,
     WorkspaceItem,

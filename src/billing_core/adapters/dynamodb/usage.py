@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from pynamodb.attributes import TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
@@ -21,12 +21,19 @@ from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from billing_core.adapters.dynamodb.models import PlanItem, WorkspaceItem, partner_pk, workspace_pk
-from billing_core.adapters.dynamodb.repositories import BATCH_GET_LIMIT, PLAN_SK, WORKSPACE_SK, workspace_from_item
+from billing_core.adapters.dynamodb.models import PlanItem, PlanRunsItem, WorkspaceItem, partner_pk, workspace_pk
+from billing_core.adapters.dynamodb.repositories import (
+    BATCH_GET_LIMIT,
+    CHARGEABLE,
+    PLAN_SK,
+    WORKSPACE_SK,
+    workspace_from_item,
+)
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import TransientFailure
 from billing_core.domain.invoicing import LateDevices
 from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceMonthKey, RecordedDevice, Sighting
+from billing_core.domain.plan import Plan, PlanState
 from billing_core.domain.workspace import Workspace
 
 UNBOUND = "unbound-usage-table"
@@ -182,24 +189,17 @@ class DynamoUsageStore:
     ) -> bool:
         """A sighting of an earlier month: device item, late-usage item and the check that the month was
         not closed since it was classified, all or nothing (rare, so a transaction is affordable)."""
+        checked_first = False
         try:
             with TransactWrite(connection=self._connection) as transaction:
                 transaction.save(item, condition=DeviceMonthItem.pk.does_not_exist())
                 if late is not None:
                     transaction.save(late, condition=LateUsageItem.pk.does_not_exist())
                 if charged_check is not None:
-                    expected = charged_check.last_charged_month
-                    transaction.condition_check(
-                        PlanItem,
-                        partner_pk(charged_check.partner_id),
-                        PLAN_SK,
-                        condition=PlanItem.last_charged_month == str(expected)
-                        if expected
-                        else PlanItem.last_charged_month.does_not_exist(),
-                    )
+                    checked_first = self._guard_charged_month(transaction, charged_check, late, item.recorded_at)
         except TransactWriteError as error:
             reasons = [reason.code if reason else None for reason in error.cancellation_reasons]
-            device_index = 1 if charged_check is not None else 0  # condition checks come first
+            device_index = 1 if checked_first else 0  # condition checks come first
             if len(reasons) > device_index and reasons[device_index] == "ConditionalCheckFailed":
                 return False  # the device-month was recorded meanwhile
             if "ConditionalCheckFailed" in reasons:
@@ -208,6 +208,37 @@ class DynamoUsageStore:
                 raise TransientFailure(f"recording a device: {error.cause_response_code}") from error
             raise
         return True
+
+    @staticmethod
+    def _guard_charged_month(
+        transaction: TransactWrite, check: ChargedMonthCheck, late: LateUsageItem | None, recorded_at: datetime
+    ) -> bool:
+        """Add the check that the plan's last charged month is still the one read; True if it is a condition
+        check (which DynamoDB lists before the puts), False if it is the update that brings an ended plan back
+        into the monthly runs for its closing invoice (listed after them)."""
+        expected = check.last_charged_month
+        unchanged = (
+            PlanRunsItem.last_charged_month == str(expected)
+            if expected
+            else PlanRunsItem.last_charged_month.does_not_exist()
+        )
+        key = (partner_pk(check.partner_id), PLAN_SK)
+        if not (check.plan_has_ended and late is not None):
+            transaction.condition_check(PlanRunsItem, *key, condition=unchanged)
+            return True
+        # The version is bumped without being read: a run retiring the plan meanwhile fails and decides again,
+        # and concurrent sightings never conflict with each other.
+        transaction.update(
+            PlanRunsItem(*key),
+            actions=[
+                PlanRunsItem.left_monthly_runs.set(False),
+                PlanRunsItem.charge_index.set(CHARGEABLE),
+                PlanRunsItem.updated_at.set(recorded_at),
+                PlanRunsItem.version.add(1),
+            ],
+            condition=unchanged & PlanRunsItem.pk.exists(),
+        )
+        return False
 
     def record_rejection(self, message_id: str, reason: str, body: str, received_at: datetime) -> None:
         item = RejectionItem(
@@ -242,6 +273,12 @@ class DynamoUsageStore:
         counts = Counter((BillingMonth.parse(item.month), item.workspace_id) for item in items)
         return [LateDevices(month, workspace_id, devices) for (month, workspace_id), devices in sorted(counts.items())]
 
+    def late_usage_queued_from(self, partner_id: str, bill_in: BillingMonth) -> bool:
+        query = LateUsageItem.query(
+            f"LATE#{partner_id}", LateUsageItem.sk >= f"{bill_in}#", consistent_read=True, limit=1
+        )
+        return bool(_retryable(lambda: list(query), "reading late usage"))
+
     def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
         """Devices of the month's own invoice: late devices share the partition (one record per
         device-month) but are billed as adjustments later, so they are filtered out. Strongly
@@ -268,18 +305,26 @@ class DynamoWorkspaceDirectory:
             found.update((item.workspace_id, workspace_from_item(item)) for item in items)
         return found
 
-    def last_charged_months(self, partner_ids: set[str]) -> dict[str, BillingMonth | None]:
+    def charged_months(self, partner_ids: set[str]) -> dict[str, ChargedMonthCheck]:
         keys = [(partner_pk(partner_id), PLAN_SK) for partner_id in sorted(partner_ids)]
-        months: dict[str, BillingMonth | None] = dict.fromkeys(partner_ids)
+        checks = {partner_id: ChargedMonthCheck(partner_id, None) for partner_id in partner_ids}
         for chunk in _chunks(keys, BATCH_GET_LIMIT):
             items = _retryable(
                 lambda chunk=chunk: list(
-                    PlanItem.batch_get(chunk, attributes_to_get=["partner_id", "last_charged_month"])
+                    PlanItem.batch_get(
+                        chunk, attributes_to_get=["partner_id", "last_charged_month", "state", "ended_on"]
+                    )
                 ),  # type: ignore[misc]
                 "reading plans",
             )
             for item in items:
-                months[item.partner_id] = (
-                    BillingMonth.parse(item.last_charged_month) if item.last_charged_month else None
+                plan = Plan(
+                    item.partner_id,
+                    PlanState(item.state),
+                    last_charged_month=BillingMonth.parse(item.last_charged_month) if item.last_charged_month else None,
+                    ended_on=date.fromisoformat(item.ended_on) if item.ended_on else None,
                 )
-        return months
+                checks[item.partner_id] = ChargedMonthCheck(
+                    item.partner_id, plan.last_charged_month, plan_has_ended=plan.has_ended
+                )
+        return checks
