@@ -15,7 +15,7 @@ from billing_core.adapters.payments.sandbox import SandboxPaymentProvider
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import ConcurrentModification, IdempotencyKeyReused, TransientFailure
-from billing_core.domain.invoicing import Invoice, LateDevices
+from billing_core.domain.invoicing import Invoice, InvoiceSummary, LateDevices
 from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.payments import (
     ChargeOutcome,
@@ -284,6 +284,7 @@ class InMemoryWorkspaceDirectory:
 class InMemoryInvoiceStore:
     invoices: dict[tuple[str, str], Invoice] = field(default_factory=dict)
     writes: int = 0
+    inline_lines_max: int = 500  # about as many lines as the DynamoDB store keeps inline
 
     def load_invoice(self, partner_id: str, month: BillingMonth) -> Invoice | None:
         return self.invoices.get((partner_id, str(month)))
@@ -306,6 +307,30 @@ class InMemoryInvoiceStore:
             mine = [i for i in mine if str(i.month) < after]
         page = mine[:limit]
         return page, (str(page[-1].month) if len(mine) > limit else None)
+
+    def list_invoice_summaries(
+        self, partner_id: str, *, limit: int, after: str | None
+    ) -> tuple[list[InvoiceSummary], str | None]:
+        """As the DynamoDB store lists them: lines of invoices of more than ``inline_lines_max`` lines are not read."""
+        page, cursor = self.list_invoices(partner_id, limit=limit, after=after)
+        return [
+            InvoiceSummary(
+                partner_id=i.partner_id,
+                month=i.month,
+                status=i.status,
+                total=i.total,
+                line_count=len(i.lines),
+                lines=i.lines if len(i.lines) <= self.inline_lines_max else None,
+                price_list_version=i.price_list_version,
+                created_at=i.created_at,
+                payment_attempts=i.payment_attempts,
+                next_retry_on=i.next_retry_on,
+                failure_code=i.failure_code,
+                payment_id=i.payment_id,
+                paid_at=i.paid_at,
+            )
+            for i in page
+        ], cursor
 
     def paid(self) -> list[Invoice]:
         return [invoice for invoice in self.invoices.values() if invoice.payment_id is not None]

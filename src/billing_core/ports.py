@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from billing_core.domain.audit import AuditEvent
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.invoicing import Invoice, LateDevices
+from billing_core.domain.invoicing import Invoice, InvoiceSummary, LateDevices
 from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceMonthKey, RecordedDevice, Sighting
 from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentRecord, SavedPaymentMethod
 from billing_core.domain.plan import Plan
@@ -199,12 +199,27 @@ class InvoiceStore(Protocol):
     def load_invoice(self, partner_id: str, month: BillingMonth) -> Invoice | None: ...
 
     def save_invoice(self, invoice: Invoice) -> Invoice:
-        """Write the invoice with its audit trail in one conditional write: created once per partner and
-        month, then only if unchanged since loaded (else ``ConcurrentModification``)."""
+        """Write the invoice with its audit trail in one conditional write (an invoice's creation is atomic,
+        whatever its size): created once per partner and month, then only if unchanged since loaded (else
+        ``ConcurrentModification``). An invoice's lines are fixed at its creation: later writes keep them."""
         ...
 
     def list_invoices(self, partner_id: str, *, limit: int, after: str | None) -> tuple[list[Invoice], str | None]:
-        """Newest first; ``after`` is the cursor returned by the previous page."""
+        """Newest first, each with all its lines; ``after`` is the cursor returned by the previous page."""
+        ...
+
+
+class InvoiceHistory(Protocol):
+    """What the billing history reads: single invoices with their lines, and listings that stay small whatever
+    the invoices' sizes."""
+
+    def load_invoice(self, partner_id: str, month: BillingMonth) -> Invoice | None: ...
+
+    def list_invoice_summaries(
+        self, partner_id: str, *, limit: int, after: str | None
+    ) -> tuple[list[InvoiceSummary], str | None]:
+        """Newest first, the same pages and cursors as ``InvoiceStore.list_invoices``, in one read: lines only
+        where they come with it."""
         ...
 
 

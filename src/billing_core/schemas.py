@@ -296,6 +296,7 @@ INVOICE_EXAMPLE: dict[str, Any] = {
             "subscription": None,
         }
     ],
+    "line_count": 1,
     "price_list_version": "2026-01",
     "created_at": "2026-12-01T00:05:12Z",
     "payment_attempts": 1,
@@ -312,7 +313,13 @@ class InvoiceView(BaseModel):
     month: str
     status: str
     total: MoneyView
-    lines: list[InvoiceLineView]
+    lines: list[InvoiceLineView] | None = Field(
+        description=(
+            "Every line of the invoice. In a listing, null for an invoice of more lines than a listing carries "
+            "(see `line_count`): `GET /invoices/{month}` gives them"
+        )
+    )
+    line_count: int = Field(description="How many lines the invoice has")
     price_list_version: str
     created_at: datetime
     payment_attempts: int

@@ -124,7 +124,7 @@ class Services:
 
     @functools.cached_property
     def invoices(self) -> DynamoInvoiceStore:
-        return DynamoInvoiceStore()
+        return DynamoInvoiceStore(self.settings.aws_region)
 
     @functools.cached_property
     def usage_reports(self) -> S3UsageReports:

@@ -278,6 +278,26 @@ class Invoice:
 
 
 @dataclass(frozen=True)
+class InvoiceSummary:
+    """An invoice as a listing of many reads it: its state and total, and its lines only where they come with
+    the listing's read (``None`` otherwise: a big invoice's lines are read with the invoice, one at a time)."""
+
+    partner_id: str
+    month: BillingMonth
+    status: InvoiceStatus
+    total: Money
+    line_count: int
+    lines: tuple[InvoiceLine, ...] | None
+    price_list_version: str
+    created_at: datetime
+    payment_attempts: int
+    next_retry_on: date | None
+    failure_code: str | None
+    payment_id: str | None
+    paid_at: datetime | None
+
+
+@dataclass(frozen=True)
 class MonthToRate:
     plan: Plan
     month: BillingMonth

@@ -217,6 +217,11 @@ _MONTH_NAMES = (
 )
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
 _NO_LINES = "No workspace used seats on the plan this month."
+# Seat lines a billing report lists one by one. Beyond this many the table sums them per kind, edition and unit
+# price and the e-mail points to the reconciliation file: 5,000 rows would make a message of about 2 MB (SES
+# takes 10 MB, but mail clients clip long messages, Gmail after 102 KB, and would hide the total and payment
+# status below the table); 100 rows keep it near 30 KB.
+EMAIL_SEAT_LINES_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -300,16 +305,58 @@ def billing_report_email(invoice: Invoice, partner_name: str) -> RenderedEmail:
         "status_text": payment_status_text(invoice),
         "price_list_version": invoice.price_list_version,
     }
-    lines = [_line_values(line) for line in invoice.lines if line.is_seat_line]
+    seat_lines = [line for line in invoice.lines if line.is_seat_line]
+    if len(seat_lines) <= EMAIL_SEAT_LINES_MAX:
+        rows, note = [_line_values(line) for line in seat_lines], ("", "")
+    else:
+        rows, note = _seat_line_sums(seat_lines), _lines_summed_note(len(seat_lines))
     return _email_with_lines(
         f"Billing report {month}: {partner_name}",
         "billing_report",
         values,
-        lines,
+        rows,
         _NO_LINES,
         7,
-        sections={"licences": _licence_section([line for line in invoice.lines if not line.is_seat_line])},
+        sections={
+            "licences": _licence_section([line for line in invoice.lines if not line.is_seat_line]),
+            "lines_note": note,
+        },
     )
+
+
+def _seat_line_sums(lines: list[InvoiceLine]) -> list[dict[str, str]]:
+    """One row per kind (usage, late-usage adjustment), edition and unit price, in that order: seats, devices and
+    amounts summed, so the rows still add up to the seat lines' total."""
+    groups: dict[tuple[bool, str, Money], list[InvoiceLine]] = {}
+    for line in lines:
+        groups.setdefault((line.adjustment, line.edition, line.unit_price), []).append(line)
+    rows = []
+    for (adjustment, edition, unit_price), group in sorted(
+        groups.items(), key=lambda entry: (entry[0][0], entry[0][1], entry[0][2].amount_minor)
+    ):
+        amount = Money(sum(line.amount.amount_minor for line in group), unit_price.currency)
+        rows.append(
+            {
+                "kind": "Adjustments (late usage)" if adjustment else "Usage",
+                "marker": "[Adjustments for late usage] " if adjustment else "",
+                "description": f"{len(group):,} {'late-usage lines' if adjustment else 'workspaces'}",
+                "workspace_id": "",
+                "edition": edition,
+                "seats": str(sum(line.seats for line in group)),
+                "devices": str(sum(line.devices for line in group)),
+                "unit_price": unit_price.format(),
+                "amount": amount.format(),
+            }
+        )
+    return rows
+
+
+def _lines_summed_note(count: int) -> tuple[str, str]:
+    note = (
+        f"This invoice has {count:,} workspace lines, summed above per edition. Every line is in the invoice's "
+        "reconciliation file (CSV), which you can download from your billing history."
+    )
+    return f"\n\n{note}", f'<p class="lines-note">{_html(note)}</p>\n'
 
 
 _LINE_KIND_LABELS = {

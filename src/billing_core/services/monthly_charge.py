@@ -10,8 +10,9 @@ again (the charge queue redelivers the message):
    reconciles instead of charging again;
 3. the outcome (paid with the payment id / declined with the next retry date / past due) is written;
 
-Each write is one conditional PutItem of the invoice item, whose own audit trail (``events``) gets the
-event of that change in the same write: no transaction, about three small writes per partner and month.
+Each write is one conditional write of the invoice item (``InvoiceStore.save_invoice``), whose own audit trail
+(``events``) gets the event of that change in the same write: about three small writes per partner and month
+(only a big invoice's creation is a transaction, with its line chunks).
 4. the usage report (CSV) is written (an idempotent overwrite), the e-mail is sent and then marked as
    sent. A crash between sending and marking sends it again (at least once); nothing else can repeat.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.invoicing import Invoice, InvoiceLine, SubscriptionLineDetail
+from billing_core.domain.invoicing import Invoice, InvoiceLine, InvoiceSummary, SubscriptionLineDetail
 from billing_core.domain.money import Money
 from billing_core.domain.plan import Plan
 from billing_core.domain.workspace import LicenceDocument, Workspace
@@ -134,6 +134,7 @@ def invoice_view(invoice: Invoice) -> InvoiceView:
         status=invoice.status.value,
         total=money_view(invoice.total),
         lines=[invoice_line_view(line) for line in invoice.lines],
+        line_count=len(invoice.lines),
         price_list_version=invoice.price_list_version,
         created_at=invoice.created_at,
         payment_attempts=invoice.payment_attempts,
@@ -141,4 +142,23 @@ def invoice_view(invoice: Invoice) -> InvoiceView:
         failure_code=invoice.failure_code,
         payment_id=invoice.payment_id,
         paid_at=invoice.paid_at,
+    )
+
+
+def invoice_summary_view(summary: InvoiceSummary, *, max_lines: int) -> InvoiceView:
+    """An invoice in a listing: with its lines if it has at most ``max_lines`` and they came with the listing."""
+    lines = summary.lines if summary.lines is not None and summary.line_count <= max_lines else None
+    return InvoiceView(
+        month=str(summary.month),
+        status=summary.status.value,
+        total=money_view(summary.total),
+        lines=[invoice_line_view(line) for line in lines] if lines is not None else None,
+        line_count=summary.line_count,
+        price_list_version=summary.price_list_version,
+        created_at=summary.created_at,
+        payment_attempts=summary.payment_attempts,
+        next_retry_on=summary.next_retry_on,
+        failure_code=summary.failure_code,
+        payment_id=summary.payment_id,
+        paid_at=summary.paid_at,
     )

@@ -10,6 +10,8 @@ Item layout (pk / sk):
   PARTNER#<partner_id>   / ORDER#<order_id>             an order of licence subscriptions (VersionAttribute)
   PARTNER#<partner_id>   / SUBSCRIPTION#<sub_id>        a subscription with its open charges (VersionAttribute)
   PARTNER#<partner_id>   / SUBCHARGES#<sub_id>#<seq>    settled charges of a subscription, written once
+  PARTNER#<partner_id>   / INVOICE#<YYYY-MM>            an invoice: created once, then its state (VersionAttribute)
+  PARTNER#<partner_id>   / INVLINES#<YYYY-MM>#<nnn>     a big invoice's lines, in chunks written with it once
   CATALOG                / PRICELIST#<version>          a published price-list document, written once
   CATALOG                / EFFECTIVE#<YYYY-MM-DD>       guard: one price list per effective day
 
@@ -179,7 +181,8 @@ def partner_workspace_sk(created_at_iso: str, workspace_id: str) -> str:
 
 
 class InvoiceItem(Model):
-    """PARTNER#<partner_id> / INVOICE#<YYYY-MM>: one per partner and month (created conditionally)."""
+    """PARTNER#<partner_id> / INVOICE#<YYYY-MM>: one per partner and month (created conditionally). Its lines
+    are inline (``lines``) or, for a big invoice, in ``line_chunks`` InvoiceLinesItem items (``lines`` empty)."""
 
     class Meta:
         table_name = UNBOUND
@@ -193,6 +196,8 @@ class InvoiceItem(Model):
     price_list_version = UnicodeAttribute()
     total_minor = NumberAttribute()
     lines: JSONAttribute = JSONAttribute(default=list)
+    line_count = NumberAttribute(null=True)  # unset on invoices stored before big invoices: len(lines)
+    line_chunks = NumberAttribute(default=0)  # 0: the lines are inline
     created_at = UTCDateTimeAttribute()
     payment_attempts = NumberAttribute(default=0)
     payment_attempt_started_at = UTCDateTimeAttribute(null=True)
@@ -205,6 +210,19 @@ class InvoiceItem(Model):
     failures_notified = NumberAttribute(default=0)
     events: JSONAttribute = JSONAttribute(default=list)  # the invoice's audit trail
     version = VersionAttribute()
+
+
+class InvoiceLinesItem(Model):
+    """PARTNER#<partner_id> / INVLINES#<YYYY-MM>#<nnn>: one chunk of a big invoice's lines (compact JSON text of
+    a list of stored lines), written once in the transaction that creates the invoice, never rewritten. The
+    sort key does not start with ``INVOICE#``, so listings of invoices never meet it."""
+
+    class Meta:
+        table_name = UNBOUND
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    lines_json = UnicodeAttribute()
 
 
 class OrderItem(Model):
@@ -293,6 +311,7 @@ BILLING_MODELS: tuple[type[Model], ...] = (
     WorkspaceItem,
     PartnerWorkspaceItem,
     InvoiceItem,
+    InvoiceLinesItem,
 )
 
 
