@@ -253,7 +253,7 @@ class InMemoryUsageStore:
 
     def recorded_devices(self, workspace_id: str, month: BillingMonth, *, billable: bool) -> list[RecordedDevice]:
         return [
-            RecordedDevice(key.device_id, entry[0].observed_at)
+            RecordedDevice(key.device_id, entry[0].observed_at, late=entry[1] is Billability.LATE)
             for (key, is_billable), entry in self.devices.items()
             if is_billable == billable and key.workspace_id == workspace_id and key.month == month
         ]

@@ -181,7 +181,7 @@ class UsageStore(Protocol):
         ...
 
     def recorded_devices(self, workspace_id: str, month: BillingMonth, *, billable: bool) -> list[RecordedDevice]:
-        """The device-months of one workspace and month, billable or not billable ones."""
+        """The device-months of one workspace and month, billable (late ones flagged) or not billable ones."""
         ...
 
 

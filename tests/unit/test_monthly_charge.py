@@ -347,3 +347,59 @@ def test_a_rate_limited_charge_is_retried_never_declined_and_charged_once() -> N
     invoice = world.run()  # the redelivery
     assert invoice is not None and invoice.status is InvoiceStatus.PAID and invoice.payment_attempts == 1
     assert world.provider.found == 1 and world.provider.successful_charges == 1
+
+
+class CountingUsageStore(InMemoryUsageStore):
+    """Counts the run's reads of device-month partitions (issue 28, item 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partition_reads: list[tuple[str, str, bool]] = []
+
+    def recorded_devices(self, workspace_id: str, month: BillingMonth, *, billable: bool) -> list[Any]:
+        self.partition_reads.append((workspace_id, str(month), billable))
+        return super().recorded_devices(workspace_id, month, billable=billable)
+
+    def count_devices(self, workspace_id: str, month: BillingMonth) -> int:
+        self.partition_reads.append((workspace_id, str(month), True))
+        return super().count_devices(workspace_id, month)
+
+
+def test_a_run_reads_each_workspace_month_once_and_not_billable_devices_only_where_there_can_be_some() -> None:
+    world = make_world(devices=3)
+    usage = CountingUsageStore()
+    usage.devices, usage.late = world.usage.devices, world.usage.late
+    joined_mid_month = datetime(2026, 12, 10, tzinfo=UTC)
+    world.store.workspaces["ws2"] = Workspace("ws2", "p1", "Joined", created_at=joined_mid_month).put_on_plan(
+        plan=world.store.plans["p1"],
+        prices=PRICE_LIST_2026_01,
+        edition="anti-malware",
+        max_devices=10,
+        now=joined_mid_month,
+    )
+    world.store.workspaces["ws3"] = Workspace("ws3", "p1", "Never on the plan", created_at=ACTIVATED)
+    early = datetime(2026, 12, 9, tzinfo=UTC)
+    usage.record_first_sighting(Sighting("n1", "ws2", "n1", early), Billability.NOT_ON_PLAN, "p1", early)
+    usage.record_first_sighting(Sighting("n2", "ws3", "n2", early), Billability.NOT_ON_PLAN, "p1", early)
+
+    invoice = world.run(usage=usage)
+
+    assert invoice is not None and invoice.total.amount_minor == 3 * 250
+    billable_reads = [read for read in usage.partition_reads if read[2]]
+    assert sorted(billable_reads) == [("ws1", "2026-12", True), ("ws2", "2026-12", True), ("ws3", "2026-12", True)]
+    # ws1 was on the plan all December: no sighting of it can be not billable, so its partition is not read.
+    assert sorted(read[0] for read in usage.partition_reads if not read[2]) == ["ws2", "ws3"]
+    report = world.reports.reports["usage-reports/p1/2026-12.csv"]
+    assert report.count(",billed") == 3 and "n1" in report and "n2" in report
+
+
+def test_on_the_plan_throughout_a_month_means_from_a_day_before_it_to_its_end() -> None:
+    def on_plan_from(joined: datetime) -> Workspace:
+        return Workspace("ws", "p1", "W", created_at=joined, on_plan=True, joined_plan_at=joined)
+
+    assert on_plan_from(datetime(2026, 11, 29, 23, 59, tzinfo=UTC)).on_plan_throughout(DECEMBER)
+    assert not on_plan_from(datetime(2026, 11, 30, 0, 1, tzinfo=UTC)).on_plan_throughout(DECEMBER)  # metering's cache
+    ended = replace(on_plan_from(datetime(2026, 10, 1, tzinfo=UTC)), on_plan=False)
+    assert replace(ended, licence_ended_on=DECEMBER.last_day).on_plan_throughout(DECEMBER)
+    assert not replace(ended, licence_ended_on=DECEMBER.last_day - timedelta(days=1)).on_plan_throughout(DECEMBER)
+    assert not Workspace("ws", "p1", "W", created_at=ACTIVATED).on_plan_throughout(DECEMBER)

@@ -105,6 +105,7 @@ def classify_sighting(
 class RecordedDevice:
     device_id: str
     first_seen_at: datetime
+    late: bool = False  # recorded after its month was charged: billed as late usage, not on the month's invoice
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from billing_core.domain.calendar import BillingMonth, require_utc
@@ -77,6 +77,13 @@ class Workspace:
         if self.on_plan:
             return True
         return self.licence_ended_on is not None and moment < plan_end_instant(self.licence_ended_on)
+
+    def on_plan_throughout(self, month: BillingMonth) -> bool:
+        """On the plan from a day before ``month`` began (far longer than metering's workspace cache) to its
+        end: none of its sightings of the month can have been recorded as not billable."""
+        return self.on_plan_at(month.starts_at - timedelta(days=1)) and self.on_plan_at(
+            month.next().starts_at - timedelta(microseconds=1)
+        )
 
     def billed_in(self, month: BillingMonth) -> bool:
         """On the plan for at least part of ``month``: joined before the month ended, and still on it or its

@@ -20,7 +20,7 @@ Each write is one conditional write of the invoice item (``InvoiceStore.save_inv
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from billing_core.domain.audit import AuditEvent
@@ -44,7 +44,7 @@ from billing_core.domain.invoicing import (
     is_billable_month,
     rate_month,
 )
-from billing_core.domain.metering import count_seats
+from billing_core.domain.metering import RecordedDevice, count_seats
 from billing_core.domain.money import Money
 from billing_core.domain.payments import (
     ChargeOutcome,
@@ -66,6 +66,7 @@ from billing_core.domain.reporting import (
     usage_report_key,
 )
 from billing_core.domain.subscriptions import Subscription, end_with_plan, last_bill_month, subscription_invoice_lines
+from billing_core.domain.workspace import Workspace
 from billing_core.ports import (
     ChargeablePartners,
     ChargeQueue,
@@ -105,6 +106,7 @@ class MonthlyChargeService:
         plan = self.plans.load_plan(partner_id)
         invoice = self.invoices.load_invoice(partner_id, month)
         lease_held = False  # whether this worker claimed the open payment attempt itself
+        reads: PartnerMonthReads | None = None  # what rating read, reused by the usage report
         if invoice is None:
             live = plan.is_live or plan.has_ended
             subscription_lines, brought = self._subscription_part(plan, month) if live else ([], None)
@@ -116,13 +118,13 @@ class MonthlyChargeService:
             ):
                 self._retire_if_ended(plan, month)
                 return None
-            invoice, lease_held = self._create(plan, month, subscription_lines, brought)
+            invoice, lease_held, reads = self._create(plan, month, subscription_lines, brought)
         if invoice.payment_attempt_started_at is not None or invoice.due_for_payment(self.clock.now().date()):
             invoice = self._pay(plan, invoice, lease_held=lease_held)
         if invoice.status is InvoiceStatus.PAST_DUE and plan.needs_past_due_mark():
             # Also on a re-run: the run that recorded the last decline may have died before this write.
             self._mark_plan_past_due(partner_id, invoice.month)
-        return self._report(plan, invoice)
+        return self._report(plan, invoice, reads)
 
     def settle_invoice_now(self, partner_id: str, month: BillingMonth) -> Invoice:
         """Charge a declined or past-due invoice now, outside the retry days, with the plan's payment method
@@ -202,16 +204,20 @@ class MonthlyChargeService:
 
     def _create(
         self, plan: Plan, month: BillingMonth, subscription_lines: list[InvoiceLine], brought: Money | None
-    ) -> tuple[Invoice, bool]:
+    ) -> tuple[Invoice, bool, PartnerMonthReads]:
         """Close the month on the plan (so sightings arriving from now on are late usage for the next
         invoice), rate it with the subscriptions' lines of the month, and store the invoice, with the first
         payment attempt already claimed when something is due (one write instead of two). Also says whether
-        this worker holds that claim (not if another worker created the invoice first)."""
+        this worker holds that claim (not if another worker created the invoice first), and what it read."""
         plan = self._close_month(plan, month)
-        workspaces = {w.workspace_id: w for w in self.workspaces.list_workspaces(plan.partner_id)}
+        reads = PartnerMonthReads(self.workspaces.list_workspaces(plan.partner_id))
+        workspaces = {w.workspace_id: w for w in reads.workspaces}
         usage = [
             WorkspaceMonthUsage(
-                w.workspace_id, w.name, *w.licence_at_end_of(month), self.usage.count_devices(w.workspace_id, month)
+                w.workspace_id,
+                w.name,
+                *w.licence_at_end_of(month),
+                sum(1 for device in reads.billable_devices(self.usage, w.workspace_id, month) if not device.late),
             )
             for w in workspaces.values()
             if w.billed_in(month)
@@ -253,8 +259,8 @@ class MonthlyChargeService:
         except ConcurrentModification:
             existing = self.invoices.load_invoice(plan.partner_id, month)  # another worker created it first
             assert existing is not None
-            return existing, False
-        return saved, saved.payment_attempt_started_at is not None
+            return existing, False, reads
+        return saved, saved.payment_attempt_started_at is not None, reads
 
     def _close_month(self, plan: Plan, month: BillingMonth) -> Plan:
         for _ in range(3):
@@ -410,10 +416,11 @@ class MonthlyChargeService:
         except PaymentDeclined as declined:
             return ChargeOutcome(ChargeStatus.DECLINED, None, declined.decline_code, declined.message)
 
-    def _report(self, plan: Plan, invoice: Invoice) -> Invoice:
+    def _report(self, plan: Plan, invoice: Invoice, reads: PartnerMonthReads | None = None) -> Invoice:
         now = self.clock.now()
         if invoice.needs_report:
-            self.reports.put(usage_report_key(plan.partner_id, invoice.month), self._usage_report(plan, invoice))
+            report = self._usage_report(plan, invoice, reads)
+            self.reports.put(usage_report_key(plan.partner_id, invoice.month), report)
             self.reports.put(reconciliation_key(plan.partner_id, invoice.month), reconciliation_csv(invoice))
             message_id = self._send(plan, billing_report_email(invoice, plan.partner_id))
             reported = replace(invoice, reported_at=now)
@@ -435,14 +442,21 @@ class MonthlyChargeService:
             return None  # the audit event then records that nobody could be told
         return self.mailer.send(plan.billing_email, email)
 
-    def _usage_report(self, plan: Plan, invoice: Invoice) -> str:
+    def _usage_report(self, plan: Plan, invoice: Invoice, reads: PartnerMonthReads | None) -> str:
         """Every device of every workspace on the plan for the month: billed, over cap or not billable."""
         rows: list[UsageReportRow] = []
         seats_billed = is_billable_month(plan, invoice.month)
-        for workspace in self.workspaces.list_workspaces(plan.partner_id):
-            billable = self.usage.recorded_devices(workspace.workspace_id, invoice.month, billable=True)
+        month = invoice.month
+        reads = reads or PartnerMonthReads(self.workspaces.list_workspaces(plan.partner_id))
+        for workspace in reads.workspaces:
+            billable = reads.billable_devices(self.usage, workspace.workspace_id, month)
             seats = count_seats(billable, workspace.max_devices or 0)
-            not_billable = self.usage.recorded_devices(workspace.workspace_id, invoice.month, billable=False)
+            # On the plan all month: no sighting of the month can be not billable (saves a read per workspace).
+            not_billable = (
+                []
+                if workspace.on_plan_throughout(month)
+                else self.usage.recorded_devices(workspace.workspace_id, month, billable=False)
+            )
             for status, devices in (
                 (DeviceStatus.BILLED if seats_billed else DeviceStatus.SEATS_NOT_BILLED, seats.billed),
                 (DeviceStatus.OVER_CAP if seats_billed else DeviceStatus.SEATS_NOT_BILLED, seats.over_cap),
@@ -455,6 +469,22 @@ class MonthlyChargeService:
                     for d in devices
                 ]
         return usage_report_csv(rows)
+
+
+@dataclass
+class PartnerMonthReads:
+    """What one run reads of a partner's month, once: the workspaces, and each workspace's billable
+    device-months (late ones flagged), read at most once (strongly consistent) and shared by the rating and
+    the usage report, so both see the same devices."""
+
+    workspaces: list[Workspace]
+    billable: dict[tuple[str, BillingMonth], list[RecordedDevice]] = field(default_factory=dict)
+
+    def billable_devices(self, usage: UsageStore, workspace_id: str, month: BillingMonth) -> list[RecordedDevice]:
+        key = (workspace_id, month)
+        if key not in self.billable:
+            self.billable[key] = usage.recorded_devices(workspace_id, month, billable=True)
+        return self.billable[key]
 
 
 @dataclass

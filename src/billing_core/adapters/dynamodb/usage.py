@@ -255,10 +255,19 @@ class DynamoUsageStore:
         pk = device_month_pk(workspace_id, month, Billability.BILLABLE if billable else Billability.NOT_ON_PLAN)
         # Consistent: the usage report must list exactly the devices the invoice counted (consistently).
         items = _retryable(
-            lambda: list(DeviceMonthItem.query(pk, attributes_to_get=["sk", "first_seen_at"], consistent_read=True)),
+            lambda: list(
+                DeviceMonthItem.query(
+                    pk, attributes_to_get=["sk", "first_seen_at", "billability"], consistent_read=True
+                )
+            ),
             "reading devices",
         )
-        return [RecordedDevice(item.sk.removeprefix("DEV#"), item.first_seen_at) for item in items]
+        return [
+            RecordedDevice(
+                item.sk.removeprefix("DEV#"), item.first_seen_at, late=item.billability == Billability.LATE.value
+            )
+            for item in items
+        ]
 
     def late_devices(self, partner_id: str, bill_in: BillingMonth) -> list[LateDevices]:
         items = _retryable(
