@@ -1,8 +1,8 @@
 """Lambda entry point of the meter function (Handler: app.handler), triggered by the metering queue.
 
 The whole batch is rated in one pass (dedupe, one batched read, one conditional write per first
-sighting); Powertools' BatchProcessor then reports exactly the messages whose writes failed
-transiently, so SQS retries only those (ReportBatchItemFailures). Malformed messages are recorded as
+sighting); the partial batch response (billing_core.sqs_batch) then reports exactly the messages whose
+writes failed transiently, so SQS retries only those (ReportBatchItemFailures). Malformed messages are recorded as
 rejections and deleted, never retried.
 """
 
@@ -10,25 +10,23 @@ from typing import Any
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSEvent, SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing_core.domain.errors import TransientFailure
 from billing_core.observability import logger
 from billing_core.services.metering import InboundMessage
+from billing_core.sqs_batch import QueueMessage, partial_batch_response, queue_messages
 from billing_core.wiring import services
 
-processor = BatchProcessor(event_type=EventType.SQS)
 metrics = Metrics(namespace="MspBilling", service="meter")
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    # The event data class, not the Powertools parser: the parser's pydantic models cost ~50 ms of cold start,
-    # and each body is validated by the metering schema anyway.
-    records = list(SQSEvent(event).records)
+    # Plain messages, not the Powertools parser: the parser's pydantic models cost ~50 ms of cold start, and
+    # each body is validated by the metering schema anyway.
+    records = queue_messages(event)
     outcome = services().metering.record_batch([InboundMessage(r.message_id, r.body) for r in records])
     logger.info(
         "metering batch recorded",
@@ -46,10 +44,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric("MessagesRejected", MetricUnit.Count, len(outcome.rejected))
     metrics.add_metric("MessagesRetried", MetricUnit.Count, len(outcome.failed_message_ids))
 
-    def record_handler(record: SQSRecord) -> None:
-        if record.message_id in outcome.failed_message_ids:
-            raise TransientFailure(f"message {record.message_id} will be retried")
+    def fail_if_retried(message: QueueMessage) -> None:
+        if message.message_id in outcome.failed_message_ids:
+            raise TransientFailure(f"message {message.message_id} will be retried")
 
-    return dict(
-        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
-    )
+    return partial_batch_response(event, fail_if_retried)

@@ -8,17 +8,15 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing_core.domain.calendar import BillingMonth
 from billing_core.observability import BusinessMetric, business_metrics, count_charge, logger, publishes_metrics
+from billing_core.sqs_batch import QueueMessage, partial_batch_response
 from billing_core.wiring import services
 
 MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
-processor = BatchProcessor(event_type=EventType.SQS)
 
 
 class MonthlyRunEvent(BaseModel):
@@ -50,7 +48,7 @@ def dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return {"month": str(month), "partners": dispatched}
 
 
-def charge_one(record: SQSRecord) -> None:
+def charge_one(record: QueueMessage) -> None:
     message = ChargeMessage.model_validate_json(record.body)
     wired = services()
     started = wired.clock.now()
@@ -70,4 +68,4 @@ def charge_one(record: SQSRecord) -> None:
 @logger.inject_lambda_context
 @publishes_metrics
 def charge(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dict(process_partial_response(event=event, record_handler=charge_one, processor=processor, context=context))
+    return partial_batch_response(event, charge_one)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
-from billing_core.domain.audit import AuditEvent
-from billing_core.domain.calendar import BillingMonth
-from billing_core.domain.invoicing import Invoice, InvoiceSummary, LateDevices
-from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceMonthKey, RecordedDevice, Sighting
-from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentRecord, SavedPaymentMethod
-from billing_core.domain.plan import Plan
-from billing_core.domain.reporting import RenderedEmail
-from billing_core.domain.subscriptions import Charge, Order, Subscription
-from billing_core.domain.workspace import Workspace
+# The domain types appear in signatures only: importing them here would make every user of a port (each
+# function, at cold start) import every domain module, the subscriptions and invoicing ones included.
+if TYPE_CHECKING:
+    from billing_core.domain.audit import AuditEvent
+    from billing_core.domain.calendar import BillingMonth
+    from billing_core.domain.invoicing import Invoice, InvoiceSummary, LateDevices
+    from billing_core.domain.metering import Billability, ChargedMonthCheck, DeviceMonthKey, RecordedDevice, Sighting
+    from billing_core.domain.payments import ChargeOutcome, ChargeRequest, PaymentRecord, SavedPaymentMethod
+    from billing_core.domain.plan import Plan
+    from billing_core.domain.reporting import RenderedEmail
+    from billing_core.domain.subscriptions import Charge, Order, Subscription
+    from billing_core.domain.workspace import Workspace
 
 CommandT = TypeVar("CommandT", bound=BaseModel)
 OutcomeT = TypeVar("OutcomeT", bound=BaseModel)

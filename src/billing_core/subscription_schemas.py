@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from billing_core.domain.subscriptions import MAX_QUANTITY, MAX_SUBSCRIPTIONS_PER_ORDER
+# From where they are defined, not the subscriptions facade: the schemas need two limits, not the whole
+# subscription domain (change rules, invoice lines, proration) at the import of the function.
+from billing_core.domain.ordering import MAX_QUANTITY, MAX_SUBSCRIPTIONS_PER_ORDER
 from billing_core.schemas import MoneyView, examples
 
 TermCode = Literal["P1M", "P1Y", "P3Y"]

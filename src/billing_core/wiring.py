@@ -1,8 +1,9 @@
 """Builds the services once per process (a Lambda cold start) from the settings.
 
-Each service is built, and its module imported, on first use, so a function pays at cold start only for
-the services and adapters it uses: the workspaces and meter functions never import Powertools
-Idempotency (and with it boto3), a payment SDK, or another function's service.
+Nothing here is imported when a handler module is: every adapter and service is built, and its module
+imported, on first use. So a function pays only for what it uses: the workspaces function never imports
+the usage store, Powertools Idempotency (and with it boto3), a payment SDK, or another function's service;
+the meter never imports the price book or the API schemas.
 """
 
 from __future__ import annotations
@@ -12,20 +13,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from billing_core.adapters.clock import OffsetFileClock, SystemClock
-from billing_core.adapters.dynamodb.catalog import DynamoCatalogStore, PublishedPriceBook
-from billing_core.adapters.dynamodb.invoices import DynamoInvoiceStore
-from billing_core.adapters.dynamodb.models import bind_billing_table
-from billing_core.adapters.dynamodb.repositories import DynamoBillingStore
-from billing_core.adapters.dynamodb.usage import DynamoUsageStore, DynamoWorkspaceDirectory, bind_usage_table
-from billing_core.domain.pricing import Prices
-from billing_core.ports import Clock, Mailer, PaymentProvider
 from billing_core.settings import BillingSettings
 
 if TYPE_CHECKING:
+    from billing_core.adapters.dynamodb.invoices import DynamoInvoiceStore
+    from billing_core.adapters.dynamodb.repositories import DynamoBillingStore
     from billing_core.adapters.dynamodb.subscriptions import DynamoSubscriptionStore
+    from billing_core.adapters.dynamodb.usage import DynamoUsageStore
     from billing_core.adapters.idempotency import PowertoolsIdempotencyGuard
     from billing_core.adapters.s3_reports import S3UsageReports
+    from billing_core.domain.pricing import Prices
+    from billing_core.ports import Clock, Mailer, PaymentProvider
     from billing_core.services.activation import ActivationService
     from billing_core.services.cancellation import CancellationService
     from billing_core.services.history import BillingHistoryService
@@ -40,17 +38,43 @@ class Services:
     def __init__(
         self, settings: BillingSettings, *, clock: Clock | None = None, payments: PaymentProvider | None = None
     ) -> None:
+        # Building the services binds the table models at once (tests and tools rely on it), which costs
+        # the first invocation the two model modules, not the import of a handler.
+        from billing_core.adapters.dynamodb.models import bind_billing_table
+        from billing_core.adapters.dynamodb.usage import bind_usage_table
+
         bind_billing_table(settings.billing_table, settings.aws_region)
         bind_usage_table(settings.usage_table, settings.aws_region)
         self.settings = settings
-        self.clock: Clock = clock or (
-            OffsetFileClock(Path(settings.clock_file)) if settings.clock_file else SystemClock()
-        )
-        # The vendor's published price lists (`msp-billing catalog load`), read on first use and refreshed.
-        self.prices: Prices = PublishedPriceBook(DynamoCatalogStore(settings.aws_region))
-        self.store = DynamoBillingStore(settings.aws_region)
-        self.usage = DynamoUsageStore(timedelta(days=settings.usage_retention_days), settings.aws_region)
+        self._clock = clock
         self._payments = payments
+
+    @functools.cached_property
+    def clock(self) -> Clock:
+        from billing_core.adapters.clock import OffsetFileClock, SystemClock
+
+        if self._clock is not None:
+            return self._clock
+        return OffsetFileClock(Path(self.settings.clock_file)) if self.settings.clock_file else SystemClock()
+
+    @functools.cached_property
+    def prices(self) -> Prices:
+        """The vendor's published price lists (`msp-billing catalog load`), read on first use and refreshed."""
+        from billing_core.adapters.dynamodb.catalog import DynamoCatalogStore, PublishedPriceBook
+
+        return PublishedPriceBook(DynamoCatalogStore(self.settings.aws_region))
+
+    @functools.cached_property
+    def store(self) -> DynamoBillingStore:
+        from billing_core.adapters.dynamodb.repositories import DynamoBillingStore
+
+        return DynamoBillingStore(self.settings.aws_region)
+
+    @functools.cached_property
+    def usage(self) -> DynamoUsageStore:
+        from billing_core.adapters.dynamodb.usage import DynamoUsageStore
+
+        return DynamoUsageStore(timedelta(days=self.settings.usage_retention_days), self.settings.aws_region)
 
     @functools.cached_property
     def idempotency(self) -> PowertoolsIdempotencyGuard:
@@ -112,6 +136,7 @@ class Services:
 
     @functools.cached_property
     def metering(self) -> MeteringService:
+        from billing_core.adapters.dynamodb.usage import DynamoWorkspaceDirectory
         from billing_core.services.metering import MeteringService
 
         return MeteringService(self.usage, DynamoWorkspaceDirectory(), self.clock)
@@ -124,6 +149,8 @@ class Services:
 
     @functools.cached_property
     def invoices(self) -> DynamoInvoiceStore:
+        from billing_core.adapters.dynamodb.invoices import DynamoInvoiceStore
+
         return DynamoInvoiceStore(self.settings.aws_region)
 
     @functools.cached_property

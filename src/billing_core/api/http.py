@@ -16,7 +16,7 @@ from chalice.app import CognitoUserPoolAuthorizer, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
-from billing_core.adapters.dynamodb.usage import RETRYABLE_CODES
+from billing_core.adapters.dynamodb.retryable import RETRYABLE_CODES
 from billing_core.domain.errors import (
     BadRequest,
     BillingError,
