@@ -58,7 +58,7 @@ bench-meter: $(STAMP)
 # Monthly charge run: 1,000 then 4,000 partners x 20 workspaces x up to 20 devices through the dispatcher
 # and charge-worker handlers on the local stack -> bench/results/charge.json (about 40 minutes on 2 cores)
 bench-charge: $(STAMP)
-	$(BIN)/python bench/charge_bench.py
+	$(BIN)/python bench/charge_bench.py $(ARGS)
 
 # The billing-core layer for the Lambda platform, without Docker: binary wheels for arm64 / CPython 3.12.
 # Chalice goes in without its dependencies: at run time only chalice.app is used, which needs the

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.capacity import CapacityMeter  # noqa: E402
+from bench.moto_process import MotoProcess  # noqa: E402
 from billing_core.adapters.dynamodb.models import (  # noqa: E402
     PartnerWorkspaceItem,
     PlanItem,
@@ -206,16 +207,13 @@ def stored_totals(partner_ids: list[str]) -> dict[str, int]:
     return totals
 
 
-def measure(partners: int, seed: int) -> dict[str, Any]:
-    stack = LocalStack(
-        StackConfig(
-            dynamodb_port=free_port(),
-            moto_port=free_port(),
-            api_port=free_port(),
-            data_dir=None,
-            stack_name=f"bench{seed}",
-        )
+def measure(partners: int, seed: int, moto: str) -> dict[str, Any]:
+    config = StackConfig(
+        dynamodb_port=free_port(), moto_port=free_port(), api_port=free_port(), data_dir=None, stack_name=f"bench{seed}"
     )
+    stack = LocalStack(config)
+    if moto == "process":
+        stack.moto = MotoProcess(config.moto_port)  # type: ignore[assignment]
     stack.start()
     os.environ.update(POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true")
     from billing_core.wiring import services
@@ -246,11 +244,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs=2, default=[1000, 4000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "charge.json")
+    parser.add_argument(
+        "--moto",
+        choices=("in-process", "process"),
+        default="process",
+        help="moto's server in its own process (the default: measured faster, see bench/README.md) or in the "
+        "benchmark's process, as the local stack runs it",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     small, large = args.sizes
-    first = measure(small, seed=1)
-    second = measure(large, seed=2)
+    first = measure(small, seed=1, moto=args.moto)
+    second = measure(large, seed=2, moto=args.moto)
     results = {
         "partners": large,
         "partners_small_run": small,
@@ -265,7 +270,8 @@ def main() -> None:
         "wcu_per_partner": round(second["wcu"] / large, 2),
         "dynamodb_calls_per_partner": round(second["calls"] / large, 1),
         "invoices_exact": first["exact"] and second["exact"],
-        "command": "make bench-charge",
+        "moto": args.moto,
+        "command": "make bench-charge" + ("" if args.moto == "process" else " ARGS='--moto in-process'"),
         "machine": "2 cores, DynamoDB Local 3.3.0 (in memory) and moto server on loopback, Python "
         + sys.version.split()[0],
     }

@@ -78,6 +78,42 @@ def test_only_a_live_plan_can_be_cancelled(state: PlanState) -> None:
         replace(active_plan(), state=state).schedule_cancellation(END_OF_DECEMBER, NOW)
 
 
+def charge_service(
+    store: InMemoryBillingStore,
+    usage: InMemoryUsageStore,
+    clock: FixedClock,
+    *,
+    invoices: InMemoryInvoiceStore | None = None,
+    provider: RecordingPaymentProvider | None = None,
+) -> MonthlyChargeService:
+    return MonthlyChargeService(
+        store,
+        store,
+        InMemoryInvoiceStore() if invoices is None else invoices,
+        usage,
+        RecordingPaymentProvider() if provider is None else provider,
+        RecordingMailer(),
+        InMemoryUsageReports(),
+        clock,
+        PRICE_LIST_2026_01,
+        InMemorySubscriptionStore(),
+    )
+
+
+def ended_in_december_with_devices(*devices: str) -> tuple[InMemoryBillingStore, InMemoryUsageStore]:
+    """A plan cancelled to the end of December, ended at midnight, whose workspace saw ``devices`` in December."""
+    service, store, _, _ = cancellation_world()
+    service.cancel_plan(OWNER, CancelPlanRequest(ends_on=END_OF_DECEMBER))
+    assert isinstance(service.clock, FixedClock)
+    service.clock.current = datetime(2027, 1, 1, 0, 0, tzinfo=UTC)
+    service.end_plan_as_scheduled("p1", END_OF_DECEMBER)
+    usage = InMemoryUsageStore()
+    seen = datetime(2026, 12, 3, tzinfo=UTC)
+    for device in devices:
+        usage.record_first_sighting(Sighting(device, "ws1", device, seen), Billability.BILLABLE, "p1", seen)
+    return store, usage
+
+
 def test_a_past_due_plan_can_be_cancelled_and_a_reactivation_returns_it_to_past_due() -> None:
     past_due = active_plan().mark_past_due(BillingMonth(2026, 10))
     scheduled = past_due.schedule_cancellation(END_OF_DECEMBER, NOW)
@@ -175,17 +211,8 @@ def test_a_new_activation_waits_for_the_final_invoice_of_the_cancelled_plan() ->
     assert refused.value.code == "final_invoice_pending" and store.plans["p1"].state is PlanState.CANCELLED
     # Once the run has made the final invoice, a new activation starts a new plan life.
     usage = InMemoryUsageStore()
-    MonthlyChargeService(
-        store,
-        store,
-        invoices,
-        usage,
-        RecordingPaymentProvider(),
-        RecordingMailer(),
-        InMemoryUsageReports(),
-        FixedClock(datetime(2027, 1, 1, 0, 5, tzinfo=UTC)),
-        PRICE_LIST_2026_01,
-        InMemorySubscriptionStore(),
+    charge_service(
+        store, usage, FixedClock(datetime(2027, 1, 1, 0, 5, tzinfo=UTC)), invoices=invoices
     ).charge_partner_for_month("p1", BillingMonth(2026, 12))
     assert activation.activate_monthly_billing(OWNER, "again-2", request).status == "activated"
     reactivated = store.load_plan("p1")
@@ -285,28 +312,10 @@ def test_the_end_ends_every_licence_then_the_plan_and_a_second_firing_changes_no
 
 
 def test_the_final_month_is_charged_on_the_next_first_and_no_later_month_ever_is() -> None:
-    service, store, _, _ = cancellation_world()
-    service.cancel_plan(OWNER, CancelPlanRequest(ends_on=END_OF_DECEMBER))
-    assert isinstance(service.clock, FixedClock)
-    service.clock.current = datetime(2027, 1, 1, 0, 0, tzinfo=UTC)
-    service.end_plan_as_scheduled("p1", END_OF_DECEMBER)
-    usage = InMemoryUsageStore()
-    seen = datetime(2026, 12, 3, tzinfo=UTC)
-    for device in ("a", "b", "c"):
-        usage.record_first_sighting(Sighting(device, "ws1", device, seen), Billability.BILLABLE, "p1", seen)
-    invoices, provider, clock = InMemoryInvoiceStore(), RecordingPaymentProvider(), FixedClock(service.clock.current)
-    charge = MonthlyChargeService(
-        store,
-        store,
-        invoices,
-        usage,
-        provider,
-        RecordingMailer(),
-        InMemoryUsageReports(),
-        clock,
-        PRICE_LIST_2026_01,
-        InMemorySubscriptionStore(),
-    )
+    store, usage = ended_in_december_with_devices("a", "b", "c")
+    invoices, provider = InMemoryInvoiceStore(), RecordingPaymentProvider()
+    clock = FixedClock(datetime(2027, 1, 1, 0, 0, tzinfo=UTC))
+    charge = charge_service(store, usage, clock, invoices=invoices, provider=provider)
     clock.current = datetime(2027, 1, 1, 0, 5, tzinfo=UTC)
     final = charge.charge_partner_for_month("p1", BillingMonth(2026, 12))
     assert final is not None and final.status is InvoiceStatus.PAID
@@ -330,18 +339,7 @@ def test_a_declined_final_invoice_is_retried_without_reviving_the_plan() -> None
     seen = datetime(2026, 12, 3, tzinfo=UTC)
     usage.record_first_sighting(Sighting("a", "ws1", "a", seen), Billability.BILLABLE, "p1", seen)
     clock = FixedClock(datetime(2027, 1, 1, 0, 5, tzinfo=UTC))
-    charge = MonthlyChargeService(
-        store,
-        store,
-        InMemoryInvoiceStore(),
-        usage,
-        RecordingPaymentProvider(),
-        RecordingMailer(),
-        InMemoryUsageReports(),
-        clock,
-        PRICE_LIST_2026_01,
-        InMemorySubscriptionStore(),
-    )
+    charge = charge_service(store, usage, clock)
     statuses = []
     for day in (1, 3, 5, 7):
         clock.current = datetime(2027, 1, day, 0, 5, tzinfo=UTC)
@@ -378,18 +376,7 @@ def test_a_plan_whose_invoice_went_past_due_while_cancelling_is_past_due_again_w
     usage.record_first_sighting(Sighting("a", "ws1", "a", november), Billability.BILLABLE, "p1", november)
     service.cancel_plan(OWNER, CancelPlanRequest(ends_on=END_OF_DECEMBER))
     clock = FixedClock(datetime(2026, 12, 1, 0, 5, tzinfo=UTC))
-    charge = MonthlyChargeService(
-        store,
-        store,
-        InMemoryInvoiceStore(),
-        usage,
-        RecordingPaymentProvider(),
-        RecordingMailer(),
-        InMemoryUsageReports(),
-        clock,
-        PRICE_LIST_2026_01,
-        InMemorySubscriptionStore(),
-    )
+    charge = charge_service(store, usage, clock)
     for day in (1, 3, 5, 7):
         clock.current = datetime(2026, 12, day, 0, 5, tzinfo=UTC)
         invoice = charge.charge_partner_for_month("p1", BillingMonth(2026, 11))
@@ -435,28 +422,10 @@ def test_the_end_stores_that_every_subscription_ends_with_its_committed_term() -
 def test_late_usage_after_the_final_invoice_gets_a_closing_invoice_and_keeps_the_plan_in_the_runs() -> None:
     """Issue 27, item 2: late usage of the final month, recorded after the final invoice, is billed on a
     closing invoice of the month it was recorded in; no run retires the plan while such usage waits."""
-    service, store, _, _ = cancellation_world()
-    service.cancel_plan(OWNER, CancelPlanRequest(ends_on=END_OF_DECEMBER))
-    assert isinstance(service.clock, FixedClock)
-    service.clock.current = datetime(2027, 1, 1, 0, 0, tzinfo=UTC)
-    service.end_plan_as_scheduled("p1", END_OF_DECEMBER)
-    usage = InMemoryUsageStore()
-    seen = datetime(2026, 12, 3, tzinfo=UTC)
-    for device in ("a", "b"):
-        usage.record_first_sighting(Sighting(device, "ws1", device, seen), Billability.BILLABLE, "p1", seen)
-    invoices, provider, clock = InMemoryInvoiceStore(), RecordingPaymentProvider(), FixedClock(service.clock.current)
-    charge = MonthlyChargeService(
-        store,
-        store,
-        invoices,
-        usage,
-        provider,
-        RecordingMailer(),
-        InMemoryUsageReports(),
-        clock,
-        PRICE_LIST_2026_01,
-        InMemorySubscriptionStore(),
-    )
+    store, usage = ended_in_december_with_devices("a", "b")
+    invoices, provider = InMemoryInvoiceStore(), RecordingPaymentProvider()
+    clock = FixedClock(datetime(2027, 1, 1, 0, 0, tzinfo=UTC))
+    charge = charge_service(store, usage, clock, invoices=invoices, provider=provider)
     clock.current = datetime(2027, 1, 1, 0, 5, tzinfo=UTC)
     final = charge.charge_partner_for_month("p1", BillingMonth(2026, 12))
     assert final is not None and [(line.workspace_id, line.seats) for line in final.lines] == [("ws1", 2)]

@@ -13,7 +13,6 @@ import sys
 
 import pytest
 
-from billing_core.adapters.dynamodb import retryable, usage
 from infra import PROJECT_ROOT
 
 # Never loaded by importing a handler: pydantic-settings (settings are a plain model), asyncio and Powertools'
@@ -81,8 +80,3 @@ def test_a_handler_import_loads_only_what_its_function_uses(
         assert [name for name in API_ONLY if loaded(modules, name)] == []
     if directory != "subscriptions":
         assert "billing_core.subscription_schemas" not in modules
-
-
-def test_the_api_retries_on_the_same_dynamodb_codes_as_the_usage_store() -> None:
-    # Two definitions until the usage store imports the light module too.
-    assert retryable.RETRYABLE_CODES == usage.RETRYABLE_CODES

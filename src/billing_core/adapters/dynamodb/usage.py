@@ -29,6 +29,7 @@ from billing_core.adapters.dynamodb.repositories import (
     WORKSPACE_SK,
     workspace_from_item,
 )
+from billing_core.adapters.dynamodb.retryable import RETRYABLE_CODES
 from billing_core.domain.calendar import BillingMonth
 from billing_core.domain.errors import TransientFailure
 from billing_core.domain.invoicing import LateDevices
@@ -37,17 +38,6 @@ from billing_core.domain.plan import Plan, PlanState
 from billing_core.domain.workspace import Workspace
 
 UNBOUND = "unbound-usage-table"
-# DynamoDB error codes after which the same request may succeed.
-RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-    }
-)
 T = TypeVar("T")
 
 
