@@ -1184,6 +1184,48 @@ class BillingModel(RuleBasedStateMachine):
                 messages.append(InboundMessage(uuid.uuid4().hex, json.dumps(replay)))
         self.deliver(messages)
 
+    @precondition(
+        lambda self: (
+            self.plan.state in ("cancellation_scheduled", "cancelled")
+            and self.plan.final is not None
+            and self.crashed is None
+        )
+    )
+    @rule(
+        which=st.integers(0, 2),
+        devices=st.lists(st.integers(0, 11), min_size=1, max_size=3),
+        offset=st.integers(0, 10**7),
+        weeks_offline=st.sampled_from((0, 6, 10)),
+    )
+    def agent_back_online_after_the_final_invoice(
+        self, which: int, devices: list[int], offset: int, weeks_offline: int
+    ) -> None:
+        """An agent that was offline reports devices it saw in the plan's final month after the final invoice was
+        made (and, weeks later, after a run found nothing more to bill and retired the plan): late usage for a
+        closing invoice, made by the run of the next 1st (issue 27, item 2)."""
+        final = self.plan.final
+        assert final is not None
+        final_run = final.next().starts_at + timedelta(minutes=5)
+        if self.now < final_run:
+            self.move_to(final_run, "on_time")  # the plan ends on the way
+        if self.plan.state != "cancelled":
+            return
+        self.count("steps.agent_back_online")
+        if final not in self.invoiced:
+            self.run(final, None)
+        if weeks_offline:
+            self.move_to(self.now + timedelta(weeks=weeks_offline), "on_time")
+            self.run(previous(month_of(self.now)), None)
+        ids = sorted(self.workspaces)
+        if ids:
+            span = int((final.next().starts_at - final.starts_at).total_seconds())
+            observed = final.starts_at + timedelta(seconds=offset % span)
+            # Devices the daily reports never named (theirs are d0, d1, ...): new device-months of the final month.
+            offline = [f"offline-{d}" for d in devices]
+            self.deliver([self.message(ids[which % len(ids)], offline, observed)])
+        self.move_to(month_of(self.now).next().starts_at + timedelta(minutes=5), "on_time")
+        self.run(previous(month_of(self.now)), None)
+
     @precondition(lambda self: bool(self.last_batch))
     @rule()
     def redeliver_last_batch(self) -> None:
