@@ -100,9 +100,13 @@ def charge_service(
     )
 
 
-def ended_in_december_with_devices(*devices: str) -> tuple[InMemoryBillingStore, InMemoryUsageStore]:
+def ended_in_december_with_devices(
+    *devices: str, payment_method: str | None = None
+) -> tuple[InMemoryBillingStore, InMemoryUsageStore]:
     """A plan cancelled to the end of December, ended at midnight, whose workspace saw ``devices`` in December."""
     service, store, _, _ = cancellation_world()
+    if payment_method is not None:
+        store.plans["p1"] = replace(store.plans["p1"], payment_method_ref=payment_method)
     service.cancel_plan(OWNER, CancelPlanRequest(ends_on=END_OF_DECEMBER))
     assert isinstance(service.clock, FixedClock)
     service.clock.current = datetime(2027, 1, 1, 0, 0, tzinfo=UTC)
@@ -329,15 +333,7 @@ def test_the_final_month_is_charged_on_the_next_first_and_no_later_month_ever_is
 
 
 def test_a_declined_final_invoice_is_retried_without_reviving_the_plan() -> None:
-    service, store, _, _ = cancellation_world()
-    store.plans["p1"] = replace(store.plans["p1"], payment_method_ref="pm_card_chargeCustomerFail")
-    service.cancel_plan(OWNER, CancelPlanRequest(ends_on=END_OF_DECEMBER))
-    assert isinstance(service.clock, FixedClock)
-    service.clock.current = datetime(2027, 1, 1, 0, 0, tzinfo=UTC)
-    service.end_plan_as_scheduled("p1", END_OF_DECEMBER)
-    usage = InMemoryUsageStore()
-    seen = datetime(2026, 12, 3, tzinfo=UTC)
-    usage.record_first_sighting(Sighting("a", "ws1", "a", seen), Billability.BILLABLE, "p1", seen)
+    store, usage = ended_in_december_with_devices("a", payment_method="pm_card_chargeCustomerFail")
     clock = FixedClock(datetime(2027, 1, 1, 0, 5, tzinfo=UTC))
     charge = charge_service(store, usage, clock)
     statuses = []

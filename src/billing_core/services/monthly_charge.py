@@ -110,15 +110,14 @@ class MonthlyChargeService:
         if invoice is None:
             live = plan.is_live or plan.has_ended
             subscription_lines, brought = self._subscription_part(plan, month) if live else ([], None)
-            if not live or not (
-                is_billable_month(plan, month)
-                or subscription_lines
-                or brought
-                or self.usage.late_devices(plan.partner_id, month)  # a closing invoice, or one for late usage only
-            ):
+            seats_or_licences = is_billable_month(plan, month) or bool(subscription_lines) or brought is not None
+            # Late usage alone makes an invoice too (a closing one after the final month). Nothing is queued for an
+            # ended month any more (late usage goes on the month it is recorded in), so one read serves the rating.
+            late = self.usage.late_devices(plan.partner_id, month) if live else []
+            if not (live and (seats_or_licences or late)):
                 self._retire_if_ended(plan, month)
                 return None
-            invoice, lease_held, reads = self._create(plan, month, subscription_lines, brought)
+            invoice, lease_held, reads = self._create(plan, month, subscription_lines, brought, late)
         if invoice.payment_attempt_started_at is not None or invoice.due_for_payment(self.clock.now().date()):
             invoice = self._pay(plan, invoice, lease_held=lease_held)
         if invoice.status is InvoiceStatus.PAST_DUE and plan.needs_past_due_mark():
@@ -203,7 +202,12 @@ class MonthlyChargeService:
         return [end_with_plan(sub, ends_on, self.prices) for sub in subscriptions] if ends_on else subscriptions
 
     def _create(
-        self, plan: Plan, month: BillingMonth, subscription_lines: list[InvoiceLine], brought: Money | None
+        self,
+        plan: Plan,
+        month: BillingMonth,
+        subscription_lines: list[InvoiceLine],
+        brought: Money | None,
+        late: list[LateDevices],
     ) -> tuple[Invoice, bool, PartnerMonthReads]:
         """Close the month on the plan (so sightings arriving from now on are late usage for the next
         invoice), rate it with the subscriptions' lines of the month, and store the invoice, with the first
@@ -222,7 +226,6 @@ class MonthlyChargeService:
             for w in workspaces.values()
             if w.billed_in(month)
         ]
-        late = self.usage.late_devices(plan.partner_id, month)
         # Each late month is rated at the edition and cap its workspace had at that month's end (also a workspace
         # no longer on the plan: its devices were seen while it was).
         late_licences = {
